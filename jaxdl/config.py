@@ -1,0 +1,441 @@
+"""Typed, frozen configuration dataclasses, dotted overrides and config-file loading.
+
+A run is described by one :class:`Config`. Config files are Python files with ``get_config(variant=None)``; the
+``variant`` (``configs/digits_mlp.py:smoke``) selects e.g. the tiny CI version. Overrides are dotted ``key=value``
+strings (``optim.lr=3e-4 model.widths=256,128``) coerced to the field's declared type. Unknown keys and wrong types
+raise :class:`~jaxdl.errors.ConfigError` naming the key, the expected type and the closest valid keys — before
+anything is compiled.
+
+Each model family declares its own config dataclass (``MLPConfig``, ``LeNetConfig`` …) and registers it here with
+:func:`register_model_config`; ``Config.model`` holds one of them, selected by its ``name`` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from jaxdl.errors import ConfigError
+from jaxdl.registry import closest, unknown_message
+
+# --------------------------------------------------------------------------------------------------------------------
+# Config dataclasses
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Fields shared by every model family. Families subclass this once with their own fields."""
+
+    name: str = "mlp"
+    # Number of outputs; None takes the data set's number of classes.
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    # Directory holding on-disk files (Fashion-MNIST IDX, CIFAR batches). None uses the data set's default location.
+    root: str | None = None
+    # Fraction of the training pool held out for validation (stratified, keyed by ``split_seed``).
+    val_fraction: float = 0.15
+    # Fraction held out for testing, for data sets that ship without a test split (digits, MNIST-5k).
+    test_fraction: float = 0.15
+    split_seed: int = 0
+    # Standardise inputs with the training split's per-channel mean and std.
+    standardize: bool = True
+    # Keep at most this many training examples (stratified subset); None keeps all.
+    train_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # cross_entropy | mse | bce
+    name: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    class_weights: tuple[float, ...] | None = None
+    # bce only: weight of positive examples (PyTorch's pos_weight).
+    pos_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer, schedule and regularisation. ``None`` numbers take the ``mode``'s default (see ``jaxdl.optim``)."""
+
+    # sgd | adam | adamw | rmsprop | adagrad
+    name: str = "adam"
+    # torch: the same update and defaults as the PyTorch optimizer of the same name; optax: optax's defaults.
+    mode: str = "torch"
+    lr: float = 1e-3
+    # constant | step | cosine | warmup_cosine | one_cycle
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    # step schedule: multiply by ``gamma`` every ``step_size`` steps
+    step_size: int = 1000
+    gamma: float = 0.1
+    # cosine schedules decay to ``lr * final_lr_ratio``
+    final_lr_ratio: float = 0.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float | None = None
+    # RMSprop smoothing constant (PyTorch's ``alpha``, optax's ``decay``)
+    rms_decay: float | None = None
+    centered: bool = False
+    initial_accumulator: float | None = None
+    # coupled L2: adds l2 * w to the gradient (PyTorch's ``weight_decay`` for SGD/Adam/RMSprop/AdaGrad)
+    l2: float = 0.0
+    # L1 penalty: adds l1 * sign(w) to the gradient
+    l1: float = 0.0
+    # decoupled weight decay: w -= lr * weight_decay * w (PyTorch's AdamW). None: 0.01 for adamw, 0 otherwise.
+    weight_decay: float | None = None
+    # which parameters L1/L2/weight decay apply to: all | kernels (weights of dense/conv layers only)
+    decay_mask: str = "all"
+    # global-norm gradient clipping; None disables it
+    clip_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    enabled: bool = False
+    monitor: str = "val/loss"
+    # min | max | auto (max for accuracy-like metrics, min otherwise)
+    mode: str = "auto"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    epochs: int = 10
+    # Total optimisation steps; when set it replaces ``epochs``.
+    steps: int | None = None
+    # auto | scan | host. scan: K steps per dispatch via lax.scan on device-resident data; host: one step per
+    # dispatch fed by a prefetching host iterator; auto: a short timed probe picks the faster (cached).
+    driver: str = "auto"
+    # Steps per dispatch of the scan driver.
+    chunk_steps: int = 50
+    # Batches the host driver keeps in flight.
+    prefetch: int = 2
+    # Evaluate on the validation split every this many steps; None evaluates at the end of each epoch.
+    eval_every: int | None = None
+    eval_batch_size: int = 512
+    # Save a checkpoint every this many steps; None saves at the end of each evaluation.
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    checkpoints: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    progress: bool = True
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "run"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model-config registry (families register their dataclass when jaxdl.models is imported)
+# --------------------------------------------------------------------------------------------------------------------
+
+_MODEL_CONFIGS: dict[str, type[ModelConfig]] = {}
+
+
+def register_model_config(name: str, cls: type[ModelConfig]) -> None:
+    if not (dataclasses.is_dataclass(cls) and issubclass(cls, ModelConfig)):
+        raise TypeError(f"model config for {name!r} must be a ModelConfig dataclass, got {cls!r}")
+    _MODEL_CONFIGS[name] = cls
+
+
+def model_config_class(name: str) -> type[ModelConfig]:
+    if not _MODEL_CONFIGS:
+        import jaxdl.models  # noqa: F401  (registers the zoo)
+    try:
+        return _MODEL_CONFIGS[name]
+    except KeyError:
+        raise ConfigError("model.name: " + unknown_message("model", name, _MODEL_CONFIGS)) from None
+
+
+def model_config(name: str, **fields: Any) -> ModelConfig:
+    """The config dataclass of model family ``name`` with ``fields`` set (type-checked)."""
+    cls = model_config_class(name)
+    _check_field_names(cls, fields, prefix="model")
+    cfg = cls(name=name, **fields)
+    check_types(cfg, prefix="model")
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Type checking and coercion
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "None"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"tuple[{_type_name(args[0])}, ...]"
+        return f"tuple[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return isinstance(value, tp)
+
+
+def check_types(cfg: Any, prefix: str = "") -> None:
+    """Raise ConfigError naming the first field whose value does not match its declared type."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = _hints(type(cfg))[f.name]
+        if dataclasses.is_dataclass(value):
+            if not isinstance(value, tp if isinstance(tp, type) else object):
+                raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__}")
+            check_types(value, key)
+            continue
+        if not _matches(value, tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(text: str, tp: Any, key: str) -> Any:
+    """Parse the override string ``text`` as a value of type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(text, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {text!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(p, args[0], key) for p in parts)
+        if len(parts) != len(args):
+            raise ConfigError(f"{key}: expected {_type_name(tp)} ({len(args)} values), got {text!r}")
+        return tuple(_coerce(p, a, key) for p, a in zip(parts, args))
+    try:
+        if tp is bool:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            return int(text)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return text
+    except ValueError:
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {text!r}") from None
+    raise ConfigError(f"{key}: fields of type {_type_name(tp)} cannot be set from the command line")
+
+
+def _check_field_names(cls, names, prefix: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for n in names:
+        if n not in valid:
+            key = f"{prefix}.{n}" if prefix else n
+            hint = closest(n, valid)
+            full = [f"{prefix}.{h}" if prefix else h for h in hint]
+            msg = f"unknown config key {key!r}"
+            if full:
+                msg += f"; did you mean {' or '.join(repr(h) for h in full)}?"
+            raise ConfigError(msg + f" Valid keys under {prefix or 'the top level'}: {', '.join(valid)}.")
+
+
+def all_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of ``cfg`` (leaves only)."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(cfg, f.name)
+        keys.extend(all_keys(value, key) if dataclasses.is_dataclass(value) else [key])
+    return keys
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
+    """Return ``cfg`` with dotted overrides applied. Strings are coerced to the field's type; other values are
+    type-checked. ``model.name`` is applied first and switches the model family (its other fields reset to that
+    family's defaults, ``num_classes`` is kept)."""
+    items = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    items.sort(key=lambda kv: kv[0] != "model.name")
+    for key, value in items:
+        if key == "model.name":
+            name = str(value)
+            if name != cfg.model.name:
+                new_model = model_config_class(name)(name=name, num_classes=cfg.model.num_classes)
+                cfg = dataclasses.replace(cfg, model=new_model)
+            continue
+        cfg = _set(cfg, key.split("."), value, key)
+    check_types(cfg)
+    return cfg
+
+
+def _set(cfg: Any, path: list[str], value: Any, full_key: str) -> Any:
+    """Return ``cfg`` with the field at ``path`` set. A string is coerced to the field's type; any other value is
+    type-checked (lists become tuples, ints are accepted for floats)."""
+    name, rest = path[0], path[1:]
+    parts = full_key.split(".")
+    _check_field_names(type(cfg), [name], prefix=".".join(parts[: len(parts) - len(path)]))
+    current = getattr(cfg, name)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"unknown config key {full_key!r}: {'.'.join(parts[: len(parts) - len(rest)])} "
+                              f"is a value, not a section")
+        return dataclasses.replace(cfg, **{name: _set(current, rest, value, full_key)})
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{full_key} is a section; set one of its keys, e.g. {all_keys(current, full_key)[0]}=...")
+    tp = _hints(type(cfg))[name]
+    if isinstance(value, str) and tp is not str:
+        value = _coerce(value, tp, full_key)
+    value = _listify(value)
+    if isinstance(value, int) and not isinstance(value, bool) and _matches(1.0, tp) and not _matches(1, tp):
+        value = float(value)
+    if not _matches(value, tp):
+        raise ConfigError(f"{full_key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return dataclasses.replace(cfg, **{name: value})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Serialisation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _from_dict(cls, data: dict[str, Any], prefix: str) -> Any:
+    _check_field_names(cls, data.keys(), prefix)
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{prefix}.{name}" if prefix else name
+        if name == "model" and cls is Config:
+            value = dict(value)
+            mcls = model_config_class(value.get("name", ModelConfig.name))
+            kwargs[name] = _from_dict(mcls, value, key)
+        elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, value, key)
+        else:
+            kwargs[name] = _listify(value)
+    return cls(**kwargs)
+
+
+def _listify(value):
+    if isinstance(value, list):
+        return tuple(_listify(v) for v in value)
+    return value
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of :func:`to_dict` (used to reload ``config.json`` from a run directory)."""
+    cfg = _from_dict(Config, data, "")
+    check_types(cfg)
+    return cfg
+
+
+def save_json(cfg: Config, path: str | Path, **extra: Any) -> None:
+    Path(path).write_text(json.dumps({**extra, "config": to_dict(cfg)}, indent=2, default=str))
+
+
+def load_json(path: str | Path) -> Config:
+    return from_dict(json.loads(Path(path).read_text())["config"])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Config files
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_module(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"jaxdl_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load ``path/to/config.py`` or ``path/to/config.py:variant`` and apply ``overrides``."""
+    spec = str(spec)
+    variant = None
+    if ":" in spec and not Path(spec).is_file():
+        spec, variant = spec.rsplit(":", 1)
+    module = load_module(spec)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {spec!r} has no get_config() function")
+    cfg = module.get_config(variant) if variant is not None else module.get_config()
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{spec}: get_config() returned {type(cfg).__name__}, expected jaxdl.config.Config")
+    check_types(cfg)
+    return apply_overrides(cfg, overrides or [])

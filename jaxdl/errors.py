@@ -1,0 +1,42 @@
+"""Error types raised by jaxdl.
+
+Every error a user can reach names its culprit: the model, the config key, the data set, the step — and, for shape
+problems, the expected and the actual shape.
+"""
+
+from __future__ import annotations
+
+
+class JaxdlError(Exception):
+    """Base class of every error jaxdl raises on purpose."""
+
+
+class ConfigError(JaxdlError, ValueError):
+    """A config key is unknown, has the wrong type, or holds an invalid value."""
+
+
+class RegistryError(JaxdlError, KeyError):
+    """A name (model, dataset, loss, optimizer, schedule …) is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelInputError(JaxdlError, ValueError):
+    """Inputs given to a model do not have the shape or dtype the model expects."""
+
+
+class DataError(JaxdlError, ValueError):
+    """A data set is missing, malformed, or inconsistent with the model/config."""
+
+
+class DivergenceError(JaxdlError, FloatingPointError):
+    """Training produced a non-finite loss. ``step`` is the first step whose loss was NaN/Inf."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+class CheckpointError(JaxdlError, RuntimeError):
+    """No valid checkpoint could be restored."""

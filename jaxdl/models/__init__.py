@@ -1,0 +1,89 @@
+"""The model zoo: every model is a pair of pure functions (see :mod:`jaxdl.models.core`), looked up by name.
+
+>>> model = jaxdl.models.get("mlp", widths=(256, 128), num_classes=10, input_shape=(8, 8, 1))
+>>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+>>> logits, _ = model.apply(variables, x, train=False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from jaxdl.config import ModelConfig, model_config, register_model_config
+from jaxdl.errors import ConfigError
+from jaxdl.models.core import Model, count_params, from_linen, from_nnx
+from jaxdl.models.lenet import LeNet5, LeNetConfig, build_lenet
+from jaxdl.models.mlp import MLP, MLPConfig, Perceptron, PerceptronConfig, build_mlp, build_perceptron
+from jaxdl.nn import ACTIVATIONS
+from jaxdl.nn.layers import OUTPUTS
+from jaxdl.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    config_cls: type[ModelConfig]
+    build: Callable[[Any, int], Any]  # (config, num_classes) -> linen module
+    # per-example input shape used by `jaxdl models` to count parameters
+    example_shape: tuple[int, ...] = (28, 28, 1)
+    description: str = ""
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def register(name: str, spec: ModelSpec) -> None:
+    MODELS.register(name, spec)
+    register_model_config(name, spec.config_cls)
+
+
+register("perceptron", ModelSpec(PerceptronConfig, build_perceptron, description="single layer of threshold units"))
+register("mlp", ModelSpec(MLPConfig, build_mlp, description="multi-layer perceptron"))
+register("lenet5", ModelSpec(LeNetConfig, build_lenet, description="LeNet-5 (LeCun et al. 1998)"))
+
+
+def _validate(cfg: ModelConfig) -> None:
+    act = getattr(cfg, "activation", None)
+    if act is not None and act not in ACTIVATIONS:
+        from jaxdl.registry import unknown_message
+
+        raise ConfigError("model.activation: " + unknown_message("activation", act, ACTIVATIONS.names()))
+    out = getattr(cfg, "output", None)
+    if out is not None and out not in OUTPUTS:
+        raise ConfigError(f"model.output: unknown output {out!r}; expected one of {', '.join(OUTPUTS)}")
+    widths = getattr(cfg, "widths", None)
+    if widths is not None and any(w <= 0 for w in widths):
+        raise ConfigError(f"model.widths: every width must be positive, got {widths}")
+    rate = getattr(cfg, "dropout", None)
+    if rate is not None and not 0.0 <= rate < 1.0:
+        raise ConfigError(f"model.dropout: expected a rate in [0, 1), got {rate}")
+
+
+def from_config(cfg: ModelConfig, *, num_classes: int | None = None, input_shape=None,
+                input_kind: str = "float") -> Model:
+    """Build the model described by ``cfg``. ``cfg.num_classes`` wins over ``num_classes`` when set."""
+    spec = MODELS.get(cfg.name)
+    _validate(cfg)
+    n = cfg.num_classes if cfg.num_classes is not None else num_classes
+    if n is None:
+        raise ConfigError(f"model {cfg.name!r}: number of outputs unknown; set model.num_classes")
+    if n <= 0:
+        raise ConfigError(f"model.num_classes: expected a positive number, got {n}")
+    module = spec.build(cfg, n)
+    return from_linen(module, cfg.name, output=getattr(cfg, "output", "logits"), input_shape=input_shape,
+                      input_kind=input_kind, config=dataclasses.replace(cfg, num_classes=n))
+
+
+def get(name: str, *, input_shape=None, **fields: Any) -> Model:
+    """The model registered as ``name`` with config ``fields`` (e.g. ``widths=(256,)``, ``num_classes=10``)."""
+    MODELS.get(name)  # unknown names fail here with the closest names
+    return from_config(model_config(name, **fields), input_shape=input_shape)
+
+
+def names() -> list[str]:
+    return MODELS.names()
+
+
+__all__ = ["MODELS", "MLP", "LeNet5", "Model", "ModelSpec", "Perceptron", "count_params", "from_config",
+           "from_linen", "from_nnx", "get", "names", "register", "LeNetConfig", "MLPConfig", "PerceptronConfig"]

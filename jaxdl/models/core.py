@@ -1,0 +1,227 @@
+"""The model boundary: a model is a pair of pure functions.
+
+    init(rng, example) -> variables                      # {"params": ..., "batch_stats": ...}
+    apply(variables, x, *, train, rng=None, dropout_rate=None) -> (outputs, new_model_state)
+
+``new_model_state`` holds every non-parameter collection (e.g. ``batch_stats``) after the call; in eval mode it equals
+the input's. ``dropout_rate`` overrides the model's configured rate and may be a traced array, so sweeping it never
+recompiles. :func:`from_linen` wraps a Flax Linen module, :func:`from_nnx` a Flax NNX module; nothing above
+``jaxdl.models`` knows which one built a model.
+
+Inputs are checked before tracing: when a model knows its per-example ``input_shape`` (``models.get(...,
+input_shape=...)`` or :meth:`Model.with_input`), a wrong shape or dtype raises :class:`~jaxdl.errors.ModelInputError`
+naming the model, the expected and the actual shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl.errors import JaxdlError, ModelInputError
+
+Variables = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A named pair of pure functions plus what is needed to check inputs.
+
+    Attributes:
+      name: registry name or a user-given label; used in every error message.
+      init_fn: ``(rng, x) -> variables``.
+      apply_fn: ``(variables, x, train, rng, dropout_rate) -> (outputs, new_model_state)``.
+      input_shape: per-example input shape (no batch axis), or None if unknown.
+      input_kind: ``"float"`` (images, features) or ``"int"`` (token ids).
+      output: what ``apply`` returns: ``logits`` | ``softmax`` | ``sigmoid`` | ``step`` | ``linear``.
+      config: the model family's config dataclass, when built from the registry.
+    """
+
+    name: str
+    init_fn: Callable[..., Variables]
+    apply_fn: Callable[..., tuple[jax.Array, Variables]]
+    input_shape: tuple[int, ...] | None = None
+    input_kind: str = "float"
+    output: str = "logits"
+    config: Any = None
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def init(self, rng: jax.Array, example: jax.Array) -> Variables:
+        """Create variables from an example batch (only its shape and dtype matter)."""
+        self.check_input(example)
+        return self._call(self.init_fn, example, rng, example)
+
+    def apply(self, variables: Variables, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None,
+              dropout_rate: jax.Array | float | None = None) -> tuple[jax.Array, Variables]:
+        """Run the model. Returns ``(outputs, new_model_state)``."""
+        self.check_input(x)
+        return self._call(self.apply_fn, x, variables, x, train, rng, dropout_rate)
+
+    def __call__(self, variables: Variables, x: jax.Array, **kw) -> jax.Array:
+        """Outputs only, in eval mode by default (convenient in notebooks)."""
+        return self.apply(variables, x, **kw)[0]
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def with_input(self, shape_or_example: Any, kind: str | None = None) -> Model:
+        """This model, checking inputs against a per-example shape (or an example batch's shape[1:])."""
+        if hasattr(shape_or_example, "shape"):
+            shape = tuple(shape_or_example.shape[1:])
+            if kind is None:
+                kind = "int" if jnp.issubdtype(shape_or_example.dtype, jnp.integer) else "float"
+        else:
+            shape = tuple(int(s) for s in shape_or_example)
+        return dataclasses.replace(self, input_shape=shape, input_kind=kind or self.input_kind)
+
+    def expected(self) -> str:
+        if self.input_shape is None:
+            return "unknown"
+        dims = ", ".join(str(d) for d in ("batch", *self.input_shape))
+        return f"({dims}) {self.input_kind}"
+
+    def check_input(self, x: Any) -> None:
+        """Raise ModelInputError unless ``x`` is a batch this model accepts. Static: works on tracers."""
+        shape = getattr(x, "shape", None)
+        dtype = getattr(x, "dtype", None)
+        if shape is None or dtype is None:
+            raise ModelInputError(f"model {self.name!r}: inputs must be an array, got {type(x).__name__}")
+        shape = tuple(shape)
+        if self.input_shape is not None and shape[1:] != self.input_shape:
+            hint = ""
+            if len(shape) == len(self.input_shape):
+                hint = " (is the batch axis missing? use x[None] for a single example)"
+            raise ModelInputError(
+                f"model {self.name!r} expects inputs of shape {self.expected()}, got {shape} {dtype}{hint}")
+        is_float = jnp.issubdtype(dtype, jnp.floating)
+        is_int = jnp.issubdtype(dtype, jnp.integer)
+        if self.input_kind == "float" and not is_float:
+            raise ModelInputError(
+                f"model {self.name!r} expects floating-point inputs of shape {self.expected()}, got {shape} {dtype}"
+                + (" (scale integer images to floats first, e.g. x / 255)" if is_int else ""))
+        if self.input_kind == "int" and not is_int:
+            raise ModelInputError(
+                f"model {self.name!r} expects integer token ids of shape {self.expected()}, got {shape} {dtype}")
+
+    def _call(self, fn, x, *args):
+        if self.input_shape is not None:  # inputs already checked statically; other errors are real bugs
+            return fn(*args)
+        from flax.errors import FlaxError
+
+        try:
+            return fn(*args)
+        except JaxdlError:
+            raise
+        except (TypeError, ValueError, FlaxError) as e:
+            # Shape unknown up front: translate the first failure into a message naming the model.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelInputError(
+                f"model {self.name!r} cannot take inputs of shape {tuple(x.shape)} {x.dtype}: {first[:300]}") from e
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def abstract_variables(self, batch_size: int = 1) -> Variables:
+        """Shapes/dtypes of the variables, without allocating (``jax.eval_shape``)."""
+        if self.input_shape is None:
+            raise JaxdlError(f"model {self.name!r}: input shape unknown; call model.with_input(shape) first")
+        dtype = jnp.int32 if self.input_kind == "int" else jnp.float32
+        example = jax.ShapeDtypeStruct((batch_size, *self.input_shape), dtype)
+        return jax.eval_shape(self.init, jax.random.key(0), example)
+
+    def param_count(self) -> int:
+        return count_params(self.abstract_variables()["params"])
+
+
+def count_params(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+    return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Adapters
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def from_linen(module: nn.Module, name: str | None = None, *, output: str = "logits", input_shape=None,
+               input_kind: str = "float", config: Any = None, accepts_dropout_rate: bool | None = None) -> Model:
+    """Wrap a Linen module whose ``__call__(x, *, train)`` (optionally ``dropout_rate=``) returns outputs.
+
+    Dropout draws from the ``"dropout"`` RNG stream; batch-norm statistics live in ``batch_stats`` and are updated
+    only when ``train=True``.
+    """
+    name = name or type(module).__name__.lower()
+    if accepts_dropout_rate is None:
+        import inspect
+
+        accepts_dropout_rate = "dropout_rate" in inspect.signature(type(module).__call__).parameters
+
+    def init_fn(rng, x):
+        params_rng, dropout_rng = jax.random.split(rng)
+        variables = module.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
+        return dict(variables)
+
+    def apply_fn(variables, x, train, rng, dropout_rate):
+        kwargs = {"train": train}
+        if accepts_dropout_rate and dropout_rate is not None:
+            kwargs["dropout_rate"] = dropout_rate
+        rngs = {"dropout": rng} if rng is not None else {}
+        state = {k: v for k, v in variables.items() if k != "params"}
+        if train and "batch_stats" in variables:
+            out, updates = module.apply(variables, x, rngs=rngs, mutable=["batch_stats"], **kwargs)
+            state = {**state, **dict(updates)}
+        else:
+            out = module.apply(variables, x, rngs=rngs, **kwargs)
+        return out, state
+
+    return Model(name, init_fn, apply_fn, tuple(input_shape) if input_shape is not None else None, input_kind,
+                 output, config)
+
+
+def from_nnx(constructor: Callable[..., Any], name: str | None = None, *, output: str = "logits", input_shape=None,
+             input_kind: str = "float") -> Model:
+    """Wrap a Flax NNX module as a pure init/apply pair.
+
+    Args:
+      constructor: ``constructor(rngs: nnx.Rngs) -> nnx.Module``; called inside ``init`` with RNGs from the key.
+        The module is called as ``module(x)``; ``train`` switches it with ``module.train()`` / ``module.eval()``.
+
+    ``variables["params"]`` holds the ``nnx.Param`` state; every other variable type (batch statistics, RNG
+    counters) lives in ``variables["nnx_state"]``. Dropout keys come from ``rng`` (the module is reseeded each call),
+    so apply stays a pure function of its arguments.
+    """
+    from flax import nnx
+
+    abstract = nnx.eval_shape(lambda: constructor(nnx.Rngs(0)))
+    graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
+    label = name or type(abstract).__name__.lower()
+
+    def to_pure(state):
+        return nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+
+    def init_fn(rng, x):
+        module = constructor(nnx.Rngs(params=rng, dropout=jax.random.fold_in(rng, 1), default=rng))
+        _, params, rest = nnx.split(module, nnx.Param, ...)
+        return {"params": to_pure(params), "nnx_state": to_pure(rest)}
+
+    def apply_fn(variables, x, train, rng, dropout_rate):
+        _, params_t, rest_t = nnx.split(abstract, nnx.Param, ...)
+        nnx.replace_by_pure_dict(params_t, variables["params"])
+        nnx.replace_by_pure_dict(rest_t, variables["nnx_state"])
+        module = nnx.merge(graphdef, params_t, rest_t)
+        if train:
+            module.train()
+            if rng is not None:
+                nnx.reseed(module, dropout=rng, default=rng)
+        else:
+            module.eval()
+        out = module(x)
+        _, _, rest = nnx.split(module, nnx.Param, ...)
+        new_state = {"nnx_state": to_pure(rest)} if train else {"nnx_state": variables["nnx_state"]}
+        return out, new_state
+
+    return Model(label, init_fn, apply_fn, tuple(input_shape) if input_shape is not None else None, input_kind,
+                 output)

@@ -1,0 +1,272 @@
+"""Optimizers, learning-rate schedules and regularisation built from an :class:`~jaxdl.config.OptimConfig`.
+
+One function, :func:`build`, turns the config into an :class:`Optimizer` whose update is the optax chain
+
+    clip (global norm) → + l1·sign(w) + l2·w (coupled) → SGD | Adam | RMSprop | AdaGrad scaling
+        → + weight_decay·w (decoupled) → × (−lr · schedule(step))
+
+Every number a sweep may vary enters as an array in ``hparams`` (lr, momentum, betas, eps, RMSprop decay, l1, l2,
+weight decay, clip norm); the chain is rebuilt from them inside the compiled step (the same idea as
+``optax.inject_hyperparams``, without storing the numbers in the optimizer state), so changing them never recompiles
+and a population of members can hold different values. Structure — optimizer kind, mode, schedule shape, Nesterov,
+centred RMSprop, whether clipping is on, the decay mask — is static.
+
+``mode="torch"`` (default) reproduces the PyTorch optimizer of the same name step for step. Where optax's own
+defaults differ (``mode="optax"``):
+
+=========  ======================================  =========================================================
+optimizer  PyTorch (mode="torch")                  optax (mode="optax")
+=========  ======================================  =========================================================
+RMSprop    alpha=0.99, g / (sqrt(v) + eps)         decay=0.9, g / sqrt(v + eps)
+AdaGrad    accumulator starts at 0, eps=1e-10,     accumulator starts at 0.1, eps=1e-7 inside the sqrt
+           g / (sqrt(G) + eps)
+AdamW      weight_decay=0.01                       weight_decay=1e-4
+=========  ======================================  =========================================================
+
+PyTorch's ``weight_decay`` argument is *coupled* L2 for SGD/Adam/RMSprop/AdaGrad — here ``optim.l2`` — and
+*decoupled* for AdamW — here ``optim.weight_decay``. Both, and ``optim.l1``, work with every optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdl.config import OptimConfig
+from jaxdl.errors import ConfigError
+from jaxdl.registry import unknown_message
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step", "cosine", "warmup_cosine", "one_cycle")
+MODES = ("torch", "optax")
+DECAY_MASKS = ("all", "kernels")
+
+# Config fields (under ``optim.``) that enter the step as arrays.
+DYNAMIC_FIELDS = ("lr", "momentum", "b1", "b2", "eps", "rms_decay", "initial_accumulator", "l1", "l2",
+                  "weight_decay", "clip_norm")
+
+_DEFAULTS = {
+    # (name, mode) -> defaults for fields left as None
+    ("rmsprop", "torch"): {"rms_decay": 0.99, "eps": 1e-8},
+    ("rmsprop", "optax"): {"rms_decay": 0.9, "eps": 1e-8},
+    ("adagrad", "torch"): {"initial_accumulator": 0.0, "eps": 1e-10},
+    ("adagrad", "optax"): {"initial_accumulator": 0.1, "eps": 1e-7},
+    ("adamw", "torch"): {"weight_decay": 0.01},
+    ("adamw", "optax"): {"weight_decay": 1e-4},
+}
+
+
+def validate(cfg: OptimConfig) -> None:
+    """Raise ConfigError naming the offending ``optim.*`` key."""
+    for key, value, allowed in (("name", cfg.name, OPTIMIZERS), ("schedule", cfg.schedule, SCHEDULES),
+                                ("mode", cfg.mode, MODES), ("decay_mask", cfg.decay_mask, DECAY_MASKS)):
+        if value not in allowed:
+            raise ConfigError(f"optim.{key}: " + unknown_message(f"optim.{key} value", value, allowed))
+    if cfg.lr <= 0:
+        raise ConfigError(f"optim.lr: expected a positive learning rate, got {cfg.lr}")
+    for key in ("l1", "l2", "momentum"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"optim.{key}: expected a value >= 0, got {getattr(cfg, key)}")
+    if cfg.clip_norm is not None and cfg.clip_norm <= 0:
+        raise ConfigError(f"optim.clip_norm: expected a positive norm (or none), got {cfg.clip_norm}")
+    if cfg.nesterov and cfg.name != "sgd":
+        raise ConfigError(f"optim.nesterov applies to sgd only, not {cfg.name!r}")
+
+
+def hparams(cfg: OptimConfig) -> dict[str, float]:
+    """The dynamic numbers of ``cfg`` with mode defaults filled in (plain floats; the step makes them arrays)."""
+    validate(cfg)
+    defaults = {"eps": 1e-8, "rms_decay": 0.99, "initial_accumulator": 0.0, "weight_decay": 0.0,
+                "clip_norm": 1.0, **_DEFAULTS.get((cfg.name, cfg.mode), {})}
+    out = {}
+    for key in DYNAMIC_FIELDS:
+        value = getattr(cfg, key)
+        out[key] = float(defaults[key] if value is None else value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Schedules: factor(step) multiplying the base lr. Pure functions of the (traced) step; their shape is static.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def schedule(cfg: OptimConfig, total_steps: int) -> Callable[[jax.Array], jax.Array]:
+    """``factor(step)`` such that the learning rate at ``step`` is ``lr * factor(step)``.
+
+    - constant: 1 (after an optional linear warmup)
+    - step: ``gamma ** (step // step_size)``
+    - cosine: ``r + (1 - r)(1 + cos(pi t / T)) / 2`` with ``r = final_lr_ratio``
+    - warmup_cosine: linear warmup over ``warmup_steps`` then cosine over the rest
+    - one_cycle: PyTorch's OneCycleLR shape — cosine from lr/25 up to lr over ``warmup_steps`` (default 30% of the
+      run), then cosine down to lr/25/1e4
+    """
+    validate(cfg)
+    total = max(int(total_steps), 1)
+    warmup = int(cfg.warmup_steps)
+    r = float(cfg.final_lr_ratio)
+
+    def warm(step, body):
+        if warmup <= 0:
+            return body
+        return jnp.where(step < warmup, (step + 1.0) / warmup, body)
+
+    def cosine(t, span):
+        frac = jnp.clip(t / max(span, 1), 0.0, 1.0)
+        return r + (1.0 - r) * 0.5 * (1.0 + jnp.cos(math.pi * frac))
+
+    kind = cfg.schedule
+
+    def factor(step):
+        step = jnp.asarray(step, jnp.float32)
+        if kind == "constant":
+            return warm(step, jnp.ones_like(step))
+        if kind == "step":
+            return warm(step, cfg.gamma ** jnp.floor(step / max(cfg.step_size, 1)))
+        if kind == "cosine":
+            return cosine(step, total)
+        if kind == "warmup_cosine":
+            return warm(step, cosine(step - warmup, total - warmup))
+        # one_cycle
+        up = warmup if warmup > 0 else max(int(0.3 * total), 1)
+        start, end = 1.0 / 25.0, 1.0 / 25.0 / 1e4
+        t_up = jnp.clip(step / up, 0.0, 1.0)
+        t_down = jnp.clip((step - up) / max(total - up, 1), 0.0, 1.0)
+        rising = start + (1.0 - start) * 0.5 * (1.0 - jnp.cos(math.pi * t_up))
+        falling = end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(math.pi * t_down))
+        return jnp.where(step < up, rising, falling)
+
+    return factor
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Transforms (optax GradientTransformation shape: init_fn / update_fn, NamedTuple states)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def kernel_mask(params: Any) -> Any:
+    """True for weights of dense/conv layers (leaves named ``kernel`` or ``embedding``), False for biases, scales."""
+
+    def is_kernel(path, _):
+        last = path[-1]
+        name = getattr(last, "key", getattr(last, "name", str(last)))
+        return str(name) in ("kernel", "embedding")
+
+    return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def _masked(tree: Any, params: Any, mask: str) -> Any:
+    if mask == "all":
+        return tree
+    keep = kernel_mask(params)
+    return jax.tree.map(lambda t, k: t if k else jnp.zeros_like(t), tree, keep)
+
+
+def add_penalties(l1: jax.Array, l2: jax.Array, mask: str = "all") -> optax.GradientTransformation:
+    """Gradient of ``l1·|w|₁ + (l2/2)·|w|²``: adds ``l1·sign(w) + l2·w`` to the updates (coupled regularisation)."""
+
+    def init_fn(params):
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        extra = jax.tree.map(lambda w: l1 * jnp.sign(w) + l2 * w, params)
+        return jax.tree.map(jnp.add, updates, _masked(extra, params, mask)), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def add_decoupled_decay(weight_decay: jax.Array, mask: str = "all") -> optax.GradientTransformation:
+    """Adds ``weight_decay·w`` after the optimizer's scaling (so the final step is ``-lr·(update + wd·w)``)."""
+
+    def init_fn(params):
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        decay = _masked(jax.tree.map(lambda w: weight_decay * w, params), params, mask)
+        return jax.tree.map(jnp.add, updates, decay), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByRssState(NamedTuple):
+    sum_of_squares: Any
+
+
+def scale_by_rss_eps_outside(initial_accumulator: jax.Array, eps: jax.Array) -> optax.GradientTransformation:
+    """PyTorch AdaGrad scaling: ``G += g²; u = g / (sqrt(G) + eps)``."""
+
+    def init_fn(params):
+        return ScaleByRssState(jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator), params))
+
+    def update_fn(updates, state, params=None):
+        sos = jax.tree.map(lambda s, g: s + g * g, state.sum_of_squares, updates)
+        out = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sos)
+        return out, ScaleByRssState(sos)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _scaling(cfg: OptimConfig, hp: dict[str, jax.Array]) -> list[optax.GradientTransformation]:
+    torch = cfg.mode == "torch"
+    if cfg.name == "sgd":
+        # Always keep the momentum buffer so momentum stays sweepable (momentum 0 is plain SGD exactly).
+        return [optax.trace(decay=hp["momentum"], nesterov=cfg.nesterov)]
+    if cfg.name in ("adam", "adamw"):
+        return [optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], eps_root=0.0)]
+    if cfg.name == "rmsprop":
+        scale = optax.scale_by_stddev if cfg.centered else optax.scale_by_rms
+        return [scale(decay=hp["rms_decay"], eps=hp["eps"], initial_scale=0.0, eps_in_sqrt=not torch),
+                optax.trace(decay=hp["momentum"], nesterov=False)]
+    # adagrad
+    if torch:
+        return [scale_by_rss_eps_outside(hp["initial_accumulator"], hp["eps"])]
+    return [optax.scale_by_rss(initial_accumulator_value=hp["initial_accumulator"], eps=hp["eps"])]
+
+
+def chain(cfg: OptimConfig, hp: dict[str, jax.Array], lr: jax.Array) -> optax.GradientTransformation:
+    """The full update for numbers ``hp`` and the current learning rate ``lr``."""
+    parts = []
+    if cfg.clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(hp["clip_norm"]))
+    parts.append(add_penalties(hp["l1"], hp["l2"], cfg.decay_mask))
+    parts.extend(_scaling(cfg, hp))
+    parts.append(add_decoupled_decay(hp["weight_decay"], cfg.decay_mask))
+    parts.append(optax.scale(-lr))
+    return optax.chain(*parts)
+
+
+class Optimizer(NamedTuple):
+    """``init(params, hp) -> state``; ``update(grads, state, params, hp, step) -> (updates, state)``.
+
+    ``hp`` is the dict from :func:`hparams` (as arrays); ``step`` drives the schedule. ``lr(hp, step)`` is the
+    effective learning rate.
+    """
+
+    init: Callable[..., Any]
+    update: Callable[..., tuple[Any, Any]]
+    lr: Callable[[dict, jax.Array], jax.Array]
+    config: OptimConfig
+
+
+def build(cfg: OptimConfig, total_steps: int) -> Optimizer:
+    validate(cfg)
+    factor = schedule(cfg, total_steps)
+
+    def lr(hp, step):
+        return hp["lr"] * factor(step)
+
+    def init(params, hp):
+        return chain(cfg, hp, hp["lr"]).init(params)
+
+    def update(grads, state, params, hp, step):
+        return chain(cfg, hp, lr(hp, step)).update(grads, state, params)
+
+    return Optimizer(init, update, lr, cfg)
+
+
+__all__ = ["DYNAMIC_FIELDS", "OPTIMIZERS", "Optimizer", "SCHEDULES", "add_decoupled_decay", "add_penalties", "build",
+           "chain", "hparams", "kernel_mask", "schedule", "scale_by_rss_eps_outside", "validate"]
