@@ -42,16 +42,22 @@ class Checkpointer:
     def __init__(self, directory: str | Path, keep: int = 2, asynchronous: bool = True):
         self.directory = Path(directory).absolute()
         self.directory.mkdir(parents=True, exist_ok=True)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous,
-                                               create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=asynchronous,
+                                                     create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any] | None = None) -> None:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {}))
+        if int(step) in self._manager.all_steps():  # e.g. re-reached after a resume: the new write wins
+            self.delete(step)
         self._manager.save(int(step), args=args, force=True)
+
+    def delete(self, step: int) -> None:
+        self._manager.wait_until_finished()
+        self._manager.delete(int(step))
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
         """Restore ``step`` into the structure/shapes/dtypes of ``target`` (arrays or ShapeDtypeStructs)."""
@@ -61,8 +67,12 @@ class Checkpointer:
         _check_finite_structure(state, target, step)
         return state, dict(out["meta"] or {})
 
-    def restore_latest(self, target: Any) -> tuple[Any, dict[str, Any], int] | None:
+    def restore_latest(self, target: Any, quarantine: bool = False) -> tuple[Any, dict[str, Any], int] | None:
         """Newest restorable ``(state, meta, step)``, skipping damaged steps with a warning; None if no step exists.
+
+        Args:
+          target: arrays or ShapeDtypeStructs with the structure to restore into.
+          quarantine: rename damaged step folders to ``damaged-<step>`` so a resumed run can write that step again.
 
         Raises CheckpointError if steps exist but none of them can be restored.
         """
@@ -79,9 +89,24 @@ class Checkpointer:
                 errors.append(f"step {step}: {first}")
                 warnings.warn(f"checkpoint at step {step} in {self.directory} could not be restored and is skipped "
                               f"({type(e).__name__}: {first})", CheckpointWarning, stacklevel=2)
+                if quarantine:
+                    self._quarantine(step)
         if steps:
             raise CheckpointError(f"no valid checkpoint in {self.directory}: " + "; ".join(errors))
         return None
+
+    def _quarantine(self, step: int) -> None:
+        folder = self.directory / str(step)
+        target = self.directory / f"damaged-{step}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.directory / f"damaged-{step}-{n}"
+        if folder.exists():
+            folder.rename(target)
+        # A fresh manager: Orbax caches the step list (reload() keeps the renamed step).
+        self._manager.close()
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

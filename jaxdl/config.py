@@ -142,7 +142,8 @@ class TrainConfig:
 class Config:
     name: str = "run"
     seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # Default: the MLP family's config (resolved through the model-config registry).
+    model: ModelConfig = field(default_factory=lambda: model_config_class("mlp")())
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -265,11 +266,14 @@ def _coerce(text: str, tp: Any, key: str) -> Any:
     if origin is tuple:
         args = typing.get_args(tp)
         parts = [p.strip() for p in text.strip().strip("()[]").split(",") if p.strip()]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(p, args[0], key) for p in parts)
-        if len(parts) != len(args):
-            raise ConfigError(f"{key}: expected {_type_name(tp)} ({len(args)} values), got {text!r}")
-        return tuple(_coerce(p, a, key) for p, a in zip(parts, args))
+        try:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(p, args[0], key) for p in parts)
+            if len(parts) == len(args):
+                return tuple(_coerce(p, a, key) for p, a in zip(parts, args))
+        except ConfigError:
+            pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)} (comma-separated), got {text!r}")
     try:
         if tp is bool:
             low = text.strip().lower()
@@ -289,11 +293,11 @@ def _coerce(text: str, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: fields of type {_type_name(tp)} cannot be set from the command line")
 
 
-def _check_field_names(cls, names, prefix: str) -> None:
+def _check_field_names(cls, names, prefix: str, full_key: str | None = None) -> None:
     valid = [f.name for f in dataclasses.fields(cls)]
     for n in names:
         if n not in valid:
-            key = f"{prefix}.{n}" if prefix else n
+            key = full_key or (f"{prefix}.{n}" if prefix else n)
             hint = closest(n, valid)
             full = [f"{prefix}.{h}" if prefix else h for h in hint]
             msg = f"unknown config key {key!r}"
@@ -342,7 +346,7 @@ def _set(cfg: Any, path: list[str], value: Any, full_key: str) -> Any:
     type-checked (lists become tuples, ints are accepted for floats)."""
     name, rest = path[0], path[1:]
     parts = full_key.split(".")
-    _check_field_names(type(cfg), [name], prefix=".".join(parts[: len(parts) - len(path)]))
+    _check_field_names(type(cfg), [name], prefix=".".join(parts[: len(parts) - len(path)]), full_key=full_key)
     current = getattr(cfg, name)
     if rest:
         if not dataclasses.is_dataclass(current):

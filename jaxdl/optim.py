@@ -131,11 +131,12 @@ def schedule(cfg: OptimConfig, total_steps: int) -> Callable[[jax.Array], jax.Ar
             return cosine(step, total)
         if kind == "warmup_cosine":
             return warm(step, cosine(step - warmup, total - warmup))
-        # one_cycle
-        up = warmup if warmup > 0 else max(int(0.3 * total), 1)
+        # one_cycle, with OneCycleLR's phase ends: peak at step up-1, floor at the last step (total-1)
+        up = (warmup if warmup > 0 else 0.3 * total) - 1.0
+        last = total - 1.0
         start, end = 1.0 / 25.0, 1.0 / 25.0 / 1e4
-        t_up = jnp.clip(step / up, 0.0, 1.0)
-        t_down = jnp.clip((step - up) / max(total - up, 1), 0.0, 1.0)
+        t_up = jnp.clip(step / max(up, 1e-9), 0.0, 1.0)
+        t_down = jnp.clip((step - up) / max(last - up, 1e-9), 0.0, 1.0)
         rising = start + (1.0 - start) * 0.5 * (1.0 - jnp.cos(math.pi * t_up))
         falling = end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(math.pi * t_down))
         return jnp.where(step < up, rising, falling)
@@ -192,6 +193,20 @@ def add_decoupled_decay(weight_decay: jax.Array, mask: str = "all") -> optax.Gra
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def clip_by_global_norm_torch(max_norm: jax.Array) -> optax.GradientTransformation:
+    """PyTorch's ``clip_grad_norm_``: scale by ``min(1, max_norm / (norm + 1e-6))``."""
+
+    def init_fn(params):
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(u)) for u in jax.tree.leaves(updates)))
+        scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+        return jax.tree.map(lambda u: u * scale, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 class ScaleByRssState(NamedTuple):
     sum_of_squares: Any
 
@@ -231,7 +246,8 @@ def chain(cfg: OptimConfig, hp: dict[str, jax.Array], lr: jax.Array) -> optax.Gr
     """The full update for numbers ``hp`` and the current learning rate ``lr``."""
     parts = []
     if cfg.clip_norm is not None:
-        parts.append(optax.clip_by_global_norm(hp["clip_norm"]))
+        clip = clip_by_global_norm_torch if cfg.mode == "torch" else optax.clip_by_global_norm
+        parts.append(clip(hp["clip_norm"]))
     parts.append(add_penalties(hp["l1"], hp["l2"], cfg.decay_mask))
     parts.extend(_scaling(cfg, hp))
     parts.append(add_decoupled_decay(hp["weight_decay"], cfg.decay_mask))
@@ -268,5 +284,5 @@ def build(cfg: OptimConfig, total_steps: int) -> Optimizer:
     return Optimizer(init, update, lr, cfg)
 
 
-__all__ = ["DYNAMIC_FIELDS", "OPTIMIZERS", "Optimizer", "SCHEDULES", "add_decoupled_decay", "add_penalties", "build",
+__all__ = ["clip_by_global_norm_torch", "DYNAMIC_FIELDS", "OPTIMIZERS", "Optimizer", "SCHEDULES", "add_decoupled_decay", "add_penalties", "build",
            "chain", "hparams", "kernel_mask", "schedule", "scale_by_rss_eps_outside", "validate"]

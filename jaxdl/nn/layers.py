@@ -89,7 +89,7 @@ class Dropout(nn.Module):
             return x
         if not self.has_rng("dropout"):
             raise JaxdlError(
-                f"{self.path_str() if hasattr(self, 'path_str') else 'Dropout'}: training with dropout needs an RNG "
+                f"{'/'.join(map(str, self.path)) or 'Dropout'}: training with dropout needs an RNG "
                 "key: call model.apply(variables, x, train=True, rng=key)"
             )
         return dropout(x, rate, self.make_rng("dropout"))

@@ -425,7 +425,8 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     run_dir.mkdir(parents=True, exist_ok=True)
     log = rundir.MetricsLog(run_dir / rundir.METRICS_FILE)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints) if t.checkpoints else None
-    best_ckpt = Checkpointer(run_dir / "best", keep=1) if t.checkpoints else None
+    # keep=2: after a resume the best step recorded in the restored checkpoint is still on disk
+    best_ckpt = Checkpointer(run_dir / "best", keep=2) if t.checkpoints else None
 
     state = initial_state(s)
     es = EarlyStopping(t.early_stopping)
@@ -434,17 +435,19 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     best_vars = None
     restored = None
     if resume and ckpt is not None:
-        restored = ckpt.restore_latest(state)
+        restored = ckpt.restore_latest(state, quarantine=True)
     if restored is not None:
         state, meta, step = restored
         es = EarlyStopping(t.early_stopping, **meta.get("early_stopping", {}))
         sums = meta.get("train_sums", sums)
         elapsed_before = float(meta.get("elapsed", 0.0))
         log.truncate_after(step)
-        if best_ckpt is not None and best_ckpt.steps():
-            target = {"params": state.params, "model_state": state.model_state}
-            got = best_ckpt.restore_latest(target)
-            best_vars = _to_host(got[0]) if got else None
+        if best_ckpt is not None:
+            for later in [b for b in best_ckpt.steps() if b > step]:  # written after the restored checkpoint
+                best_ckpt.delete(later)
+            if es.best_step in best_ckpt.steps():
+                target = {"params": state.params, "model_state": state.model_state}
+                best_vars = _to_host(best_ckpt.restore(es.best_step, target)[0])
     else:
         if log.path.exists():
             log.path.unlink()
@@ -543,7 +546,7 @@ def restore(run_dir: str | Path, which: str = "best") -> tuple[Setup, dict[str, 
     state = jax.eval_shape(lambda: initial_state(s))
     variables = None
     if which == "best" and (run_dir / "best").is_dir():
-        with Checkpointer(run_dir / "best", keep=1) as c:
+        with Checkpointer(run_dir / "best", keep=2) as c:
             got = c.restore_latest({"params": state.params, "model_state": state.model_state})
         variables = got[0] if got else None
     if variables is None:

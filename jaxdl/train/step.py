@@ -98,6 +98,11 @@ def make_loss(cfg: LossConfig, model: Model, num_classes: int) -> LossFn:
     return loss
 
 
+def global_norm(tree: Any) -> jax.Array:
+    """``sqrt(sum of squares)`` over every leaf."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
 def predictions(outputs: jax.Array, output_kind: str) -> jax.Array:
     """Predicted class: argmax, or a threshold for a single output (0 for logits, 0.5 for probabilities)."""
     if outputs.shape[-1] == 1:
@@ -146,7 +151,7 @@ def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn):
         params = optax.apply_updates(state.params, updates)
         correct = _correct(outputs, batch["y"], model.output)
         accuracy = jnp.mean(correct) if mask is None else jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1)
-        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": global_norm(grads),
                    "lr": optimizer.lr(hp, state.step)}
         new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
                                   opt_state=opt_state)

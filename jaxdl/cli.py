@@ -1,0 +1,125 @@
+"""Command line: ``jaxdl train | eval | resume | models``.
+
+    jaxdl train configs/digits_mlp.py optim.lr=3e-3 model.widths=256,128 [--workdir DIR]
+    jaxdl train configs/digits_mlp.py:smoke
+    jaxdl eval runs/digits_mlp/20261124-101500
+    jaxdl resume runs/digits_mlp/20261124-101500
+    jaxdl models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxdl.errors import DivergenceError, JaxdlError
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary.get('name', '')} → {run_dir}")
+    table.add_column("split")
+    table.add_column("loss", justify="right")
+    table.add_column("accuracy", justify="right")
+    for split in ("train", "val", "test"):
+        metrics = summary.get(split) or {k.split("/")[1]: v for k, v in summary.get("final", {}).items()
+                                         if k.startswith(split + "/")}
+        if metrics:
+            table.add_row(split, f"{metrics.get('loss', float('nan')):.4f}", f"{metrics.get('accuracy', 0):.4f}")
+    console = Console()
+    console.print(table)
+    extra = {k: summary.get(k) for k in ("steps", "epochs", "wall_time_s", "steps_per_s", "driver", "stopped_early")
+             if k in summary}
+    console.print(" ".join(f"{k}={v}" for k, v in extra.items()))
+
+
+def cmd_train(args) -> int:
+    from jaxdl.config import load_config
+    from jaxdl.train import fit
+
+    cfg = load_config(args.config, args.overrides)
+    result = fit(cfg, workdir=args.workdir)
+    _print_summary(result.summary, result.run_dir)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from jaxdl.train import fit
+    from jaxdl.train.rundir import read_config
+
+    cfg = read_config(args.run_dir)
+    result = fit(cfg, workdir=args.run_dir, resume=True)
+    _print_summary(result.summary, result.run_dir)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from jaxdl.train.loop import evaluate_splits, restore
+
+    s, variables = restore(args.run_dir, which=args.which)
+    results = evaluate_splits(s, variables["params"], variables["model_state"], splits=tuple(args.splits))
+    out = Path(args.run_dir) / "eval.json"
+    out.write_text(json.dumps({"which": args.which, **results}, indent=2))
+    _print_summary({"name": s.cfg.name, **results}, Path(args.run_dir))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from jaxdl import models
+
+    table = Table(title="jaxdl models (10 classes)")
+    for col in ("name", "input", "parameters", "description"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for name, spec in models.MODELS.items():
+        model = models.get(name, num_classes=10, input_shape=spec.example_shape)
+        table.add_row(name, "×".join(map(str, spec.example_shape)), f"{model.param_count():,}", spec.description)
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxdl", description="JAX deep-learning research library")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one config")
+    t.add_argument("config", help="path/to/config.py, optionally with :variant (e.g. configs/digits_mlp.py:smoke)")
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
+    t.add_argument("--workdir", help="run directory (default runs/<name>/<timestamp>)")
+    t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("resume", help="continue a run from its newest valid checkpoint")
+    r.add_argument("run_dir")
+    r.set_defaults(fn=cmd_resume)
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on its data splits")
+    e.add_argument("run_dir")
+    e.add_argument("--which", choices=("best", "latest"), default="best")
+    e.add_argument("--splits", nargs="+", default=["val", "test"], choices=("train", "val", "test"))
+    e.set_defaults(fn=cmd_eval)
+
+    m = sub.add_parser("models", help="list registered models with parameter counts")
+    m.set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except DivergenceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except JaxdlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+import dataclasses
+
+import pytest
+
+from jaxdl import config as C
+from jaxdl.errors import ConfigError
+
+
+def test_overrides_are_coerced_to_field_types():
+    cfg = C.apply_overrides(C.Config(), ["optim.lr=3e-4", "model.widths=256,128", "train.batch_size=32",
+                                         "model.batch_norm=true", "optim.clip_norm=none", "optim.eps=1e-6"])
+    assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.model.widths == (256, 128)
+    assert cfg.train.batch_size == 32
+    assert cfg.model.batch_norm is True
+    assert cfg.optim.clip_norm is None
+    assert cfg.optim.eps == 1e-6
+
+
+def test_nested_override():
+    cfg = C.apply_overrides(C.Config(), ["train.early_stopping.patience=3", "train.early_stopping.enabled=yes"])
+    assert cfg.train.early_stopping.patience == 3 and cfg.train.early_stopping.enabled
+
+
+def test_unknown_key_names_closest_valid_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'.*did you mean 'optim.lr'"):
+        C.apply_overrides(C.Config(), ["optim.lrr=1e-3"])
+    with pytest.raises(ConfigError, match=r"'model.widht'.*'model.widths'"):
+        C.apply_overrides(C.Config(), ["model.widht=3"])
+    with pytest.raises(ConfigError, match=r"'trian.epochs'.*'train'"):
+        C.apply_overrides(C.Config(), ["trian.epochs=3"])
+
+
+def test_wrong_type_names_field_and_expected_type():
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected int, got 'big'"):
+        C.apply_overrides(C.Config(), ["train.batch_size=big"])
+    with pytest.raises(ConfigError, match=r"model\.widths: expected tuple\[int, \.\.\.\]"):
+        C.apply_overrides(C.Config(), ["model.widths=1.5,2"])
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected float"):
+        C.apply_overrides(C.Config(), {"optim.lr": "fast"})
+    with pytest.raises(ConfigError, match=r"model\.batch_norm: expected bool"):
+        C.apply_overrides(C.Config(), ["model.batch_norm=maybe"])
+
+
+def test_type_errors_in_python_configs_are_caught():
+    cfg = dataclasses.replace(C.Config(), optim=dataclasses.replace(C.OptimConfig(), lr="0.1"))
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected float, got '0.1' \(str\)"):
+        C.check_types(cfg)
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        C.apply_overrides(C.Config(), ["optim.lr"])
+
+
+def test_section_cannot_be_set_as_value():
+    with pytest.raises(ConfigError, match="optim is a section"):
+        C.apply_overrides(C.Config(), ["optim=adam"])
+
+
+def test_model_name_switches_family_and_keeps_num_classes():
+    cfg = C.apply_overrides(C.Config(model=C.model_config("mlp", num_classes=7)),
+                            ["model.activation=tanh", "model.name=lenet5"])
+    assert cfg.model.name == "lenet5" and cfg.model.num_classes == 7 and cfg.model.activation == "tanh"
+    with pytest.raises(ConfigError, match=r"model.name: unknown model 'lenet'.*'lenet5'"):
+        C.apply_overrides(C.Config(), ["model.name=lenet"])
+    with pytest.raises(ConfigError, match=r"'model.widths'"):  # lenet5 has no widths
+        C.apply_overrides(C.Config(), ["model.name=lenet5", "model.widths=3"])
+
+
+def test_json_round_trip(tmp_path):
+    cfg = C.apply_overrides(C.Config(), ["model.name=lenet5", "optim.clip_norm=1.0", "loss.class_weights=1,2"])
+    C.save_json(cfg, tmp_path / "c.json", extra="x")
+    assert C.load_json(tmp_path / "c.json") == cfg
+
+
+def test_load_config_variants_and_errors(tmp_path):
+    cfg = C.load_config("configs/digits_mlp.py:smoke", ["optim.lr=0.01"])
+    assert cfg.name.endswith("smoke") and cfg.optim.lr == 0.01
+    with pytest.raises(ConfigError, match="does not exist"):
+        C.load_config(tmp_path / "nope.py")
+    bad = tmp_path / "bad.py"
+    bad.write_text("X = 1\n")
+    with pytest.raises(ConfigError, match="no get_config"):
+        C.load_config(bad)
