@@ -11,7 +11,7 @@ def get_config(variant: str | None = None) -> Config:
     cfg = Config(
         name="digits_mlp",
         seed=0,
-        model=model_config("mlp", widths=(256, 128), activation="relu", dropout=0.1),
+        model=model_config("mlp", widths=(256, 128), activation="relu", dropout=0.2, batch_norm=True),
         data=DataConfig(name="digits"),
         optim=OptimConfig(name="adam", lr=2e-3, schedule="cosine", weight_decay=1e-4),
         train=TrainConfig(batch_size=64, epochs=40, driver="scan", chunk_steps=100),

@@ -1,0 +1,73 @@
+"""The command line and every config's smoke variant (one short run each)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jaxdl import cli
+from jaxdl.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
+    cfg = load_config(ROOT / "configs" / f"{name}:smoke")
+    load_dataset(cfg.data)  # skips (or fails under JAXDL_REQUIRE_DATA=1) when the data set is not installed
+    code = cli.main(["train", str(ROOT / "configs" / f"{name}:smoke"), "--workdir", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == cfg.train.steps
+    assert 0.0 <= summary["test"]["accuracy"] <= 1.0
+    assert (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_docstring_gives_its_command(name):
+    doc = load_config.__globals__["load_module"](ROOT / "configs" / name).__doc__
+    assert f"jaxdl train configs/{name}" in doc and f"configs/{name}:smoke" in doc
+
+
+def test_train_eval_and_resume_commands(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", "configs/digits_mlp.py:smoke", "optim.lr=0.003", "--workdir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "test" in out and "accuracy" in out
+    assert json.loads((run / "config.json").read_text())["config"]["optim"]["lr"] == 0.003
+
+    assert cli.main(["eval", str(run)]) == 0
+    evaluated = json.loads((run / "eval.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert evaluated["which"] == "best" and set(evaluated) >= {"val", "test"}
+    assert cli.main(["eval", str(run), "--which", "latest", "--splits", "test"]) == 0
+    latest = json.loads((run / "eval.json").read_text())
+    assert latest["test"]["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-6)
+
+    # Resuming a finished run restores its last checkpoint and has nothing left to do.
+    assert cli.main(["resume", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_models_command_lists_parameter_counts(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "61,706" in out and "perceptron" in out and "7,850" in out
+
+
+def test_errors_exit_2_with_the_culprit(tmp_path, capsys):
+    assert cli.main(["train", "configs/digits_mlp.py:smoke", "optim.lrr=1", "--workdir", str(tmp_path)]) == 2
+    assert "did you mean 'optim.lr'" in capsys.readouterr().err
+    assert cli.main(["train", "configs/digits_mlp.py:smoke", "train.batch_size=lots"]) == 2
+    assert "train.batch_size: expected int" in capsys.readouterr().err
+    assert cli.main(["resume", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert cli.main(["train", "configs/digits_mlp.py:smoke", "model.name=resnet"]) == 2
+    assert "unknown model 'resnet'" in capsys.readouterr().err
+
+
+def test_training_into_a_used_workdir_is_refused(tmp_path, capsys):
+    assert cli.main(["train", "configs/digits_mlp.py:smoke", "--workdir", str(tmp_path)]) == 0
+    assert cli.main(["train", "configs/digits_mlp.py:smoke", "--workdir", str(tmp_path)]) == 2
+    assert "jaxdl resume" in capsys.readouterr().err
