@@ -39,7 +39,8 @@ from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, check_types
 from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError
 from jaxdl.train import rundir
-from jaxdl.train.step import TrainState, init_state, make_eval_step, make_hparams, make_loss, make_train_step
+from jaxdl.train.step import (TrainState, init_state, make_eval_step, make_hparams, make_loss, make_train_step,
+                              signature)
 
 DRIVERS = ("auto", "scan", "host")
 MONITORS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
@@ -71,6 +72,7 @@ class Setup:
     eval_step: Any
     steps_per_epoch: int
     total_steps: int
+    fused: bool = False  # a population trained as one vmapped program
 
 
 def validate(cfg: Config) -> None:
@@ -137,34 +139,96 @@ def initial_state(s: Setup) -> TrainState:
     return jax.jit(lambda: init_state(s.model, s.optimizer, example, s.cfg.seed, s.hparams))()
 
 
+def initial_states(s: Setup, cfgs: list[Config], hps: dict[str, jax.Array]) -> TrainState:
+    """A population's initial state: member ``i`` equals ``initial_state`` of ``cfgs[i]`` (stacked on axis 0)."""
+    example = jnp.zeros((1, *s.dataset.input_shape), s.dataset.train.x.dtype)
+    keys = jnp.stack([jax.random.PRNGKey(c.seed) for c in cfgs])
+
+    def one(key, hp):
+        return init_state(s.model, s.optimizer, example, key, hp)
+
+    return jax.jit(jax.vmap(one))(keys, hps)
+
+
+def stack_hparams(cfgs: list[Config]) -> dict[str, jax.Array]:
+    """Per-member hyperparameters as arrays with a leading population axis."""
+    each = [make_hparams(c) for c in cfgs]
+    return {k: jnp.stack([h[k] for h in each]) for k in each[0]}
+
+
+def member(tree: Any, i: int) -> Any:
+    """Member ``i`` of a stacked (population) pytree."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
 # --------------------------------------------------------------------------------------------------------------------
-# Drivers
+# Drivers. A runner is ``run(state, active, epoch, offset, length) -> (state, active, metrics)``; metrics have shape
+# (length,) for a single run and (length, P) for a population. In a population, a member whose loss turns non-finite
+# and a member that is no longer ``active`` (stopped early) keep their previous state: updates are masked per member.
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _scan_runner(s: Setup):
-    """``run(state, perm, offset, length) -> (state, metrics[length])`` with the training set on the device."""
+def _select(keep: jax.Array, new: Any, old: Any) -> Any:
+    def pick(n, o):
+        return jnp.where(keep.reshape(keep.shape + (1,) * (n.ndim - keep.ndim)), n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def _advance(s: Setup, fused: bool):
+    """One step of a single run, or of a population (vmapped, with per-member masking)."""
+    if not fused:
+        def single(state, active, batch, hp):
+            state, metrics = s.train_step(state, batch, hp)
+            return state, active, metrics
+
+        return single
+    vstep = jax.vmap(s.train_step)
+
+    def population(state, active, batch, hp):
+        new, metrics = vstep(state, batch, hp)
+        ok = active & jnp.isfinite(metrics["loss"])
+        return _select(ok, new, state), ok, {**metrics, "active": active}
+
+    return population
+
+
+def _perms(s: Setup, seeds: list[int], epoch: int) -> np.ndarray:
+    """Epoch order of each member, (P, n) — or (n,) for a single run."""
+    n = len(s.dataset.train)
+    perms = np.stack([data_lib.epoch_permutation(n, seed, epoch) for seed in seeds]).astype(np.int32)
+    return perms[0] if len(seeds) == 1 and not s.fused else perms
+
+
+def _scan_runner(s: Setup, hp, seeds: list[int]):
+    """K steps per dispatch with ``lax.scan``; the training set lives on the device."""
     batch_size = s.cfg.train.batch_size
     x_all = jax.device_put(s.dataset.train.x)
     y_all = jax.device_put(s.dataset.train.y)
-    hp = s.hparams
+    advance = _advance(s, s.fused)
 
-    def chunk(state, hp, x_all, y_all, perm, offset, length):
-        def body(st, i):
-            idx = jax.lax.dynamic_slice(perm, ((offset + i) * batch_size,), (batch_size,))  # (B,)
-            return s.train_step(st, {"x": x_all[idx], "y": y_all[idx]}, hp)
+    def chunk(state, active, hp, x_all, y_all, perm, offset, length):
+        def body(carry, i):
+            st, act = carry
+            start = (offset + i) * batch_size
+            if perm.ndim == 2:
+                idx = jax.lax.dynamic_slice(perm, (0, start), (perm.shape[0], batch_size))  # (P, B)
+            else:
+                idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))  # (B,)
+            st, act, metrics = advance(st, act, {"x": x_all[idx], "y": y_all[idx]}, hp)
+            return (st, act), metrics
 
-        return jax.lax.scan(body, state, jnp.arange(length))
+        (state, active), metrics = jax.lax.scan(body, (state, active), jnp.arange(length))
+        return state, active, metrics
 
     compiled = jax.jit(chunk, static_argnames="length", donate_argnums=0)
-    perms: dict[int, jax.Array] = {}
+    cache: dict[int, jax.Array] = {}
 
-    def run(state, epoch, offset, length):
-        if epoch not in perms:
-            perms.clear()
-            perms[epoch] = jax.device_put(data_lib.epoch_permutation(len(s.dataset.train), s.cfg.seed, epoch)
-                                          .astype(np.int32))
-        return compiled(state, hp, x_all, y_all, perms[epoch], jnp.int32(offset), length=length)
+    def run(state, active, epoch, offset, length):
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = jax.device_put(_perms(s, seeds, epoch))
+        return compiled(state, active, hp, x_all, y_all, cache[epoch], jnp.int32(offset), length=length)
 
     return run
 
@@ -198,73 +262,91 @@ class Prefetcher:
             yield item
 
 
-def host_batches(split: data_lib.Split, batch_size: int, seed: int, epoch: int, offset: int, length: int):
-    """Batches ``offset … offset+length-1`` of ``epoch`` (numpy, on the host)."""
-    perm = data_lib.epoch_permutation(len(split), seed, epoch)
+def host_batches(split: data_lib.Split, batch_size: int, perm: np.ndarray, offset: int, length: int):
+    """Batches ``offset … offset+length-1`` of an epoch order ``perm`` ((n,) or per member (P, n)), on the host."""
     for i in range(offset, offset + length):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
+        idx = perm[..., i * batch_size:(i + 1) * batch_size]  # (B,) or (P, B)
         yield {"x": split.x[idx], "y": split.y[idx]}
 
 
-def _host_runner(s: Setup):
-    step = jax.jit(s.train_step, donate_argnums=0)
-    hp = s.hparams
+def _host_runner(s: Setup, hp, seeds: list[int]):
+    """One jitted step per dispatch, fed by a prefetching host iterator."""
+    step = jax.jit(_advance(s, s.fused), donate_argnums=0)
 
-    def run(state, epoch, offset, length):
-        batches = Prefetcher(host_batches(s.dataset.train, s.cfg.train.batch_size, s.cfg.seed, epoch, offset, length),
+    def run(state, active, epoch, offset, length):
+        perm = _perms(s, seeds, epoch)
+        batches = Prefetcher(host_batches(s.dataset.train, s.cfg.train.batch_size, perm, offset, length),
                              s.cfg.train.prefetch)
         metrics = []
         for batch in batches:
-            state, m = step(state, batch, hp)
+            state, active, m = step(state, active, batch, hp)
             metrics.append(m)
-        return state, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+        return state, active, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
 
     return run
 
 
-def _probe_key(s: Setup) -> str:
+RUNNERS = {"scan": _scan_runner, "host": _host_runner}
+
+
+def _probe_key(s: Setup, members: int) -> str:
     device = jax.devices()[0]
     sig = {"model": dataclasses.asdict(s.model.config), "input": list(s.dataset.input_shape),
            "batch": s.cfg.train.batch_size, "optim": s.cfg.optim.name, "chunk": s.cfg.train.chunk_steps,
-           "device": f"{device.platform}:{device.device_kind}", "jax": jax.__version__}
+           "members": members if s.fused else 1, "device": f"{device.platform}:{device.device_kind}",
+           "jax": jax.__version__}
     return hashlib.sha1(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cache_path() -> Path:
+def cache_file(name: str) -> Path:
+    """A file in jaxdl's cache directory (``$JAXDL_CACHE_DIR`` or ``~/.cache/jaxdl``)."""
     root = os.environ.get("JAXDL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jaxdl")
-    return Path(root) / "driver_probe.json"
+    return Path(root) / name
 
 
-def choose_driver(s: Setup, state: TrainState) -> tuple[str, dict[str, Any]]:
-    """Pick the scan or host driver. ``auto`` times both on copies of ``state`` (cached per signature)."""
-    if s.cfg.train.driver != "auto":
-        return s.cfg.train.driver, {"chosen": s.cfg.train.driver, "how": "config"}
-    key = _probe_key(s)
-    path = _cache_path()
+def read_cache(name: str) -> dict[str, Any]:
+    path = cache_file(name)
     try:
-        cache = json.loads(path.read_text()) if path.is_file() else {}
+        return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]["chosen"], {**cache[key], "how": "cached probe"}
-    n = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, 20))
-    timings = {}
-    for name, runner in (("scan", _scan_runner(s)), ("host", _host_runner(s))):
-        probe_state = jax.tree.map(jnp.copy, state)
-        probe_state, m = runner(probe_state, 0, 0, n)  # compile + warm up
-        jax.block_until_ready(m)
-        t0 = time.perf_counter()
-        probe_state, m = runner(probe_state, 0, 0, n)
-        jax.block_until_ready(m)
-        timings[name] = (time.perf_counter() - t0) / n
-    chosen = min(timings, key=timings.get)
-    record = {"chosen": chosen, "seconds_per_step": timings, "probe_steps": n}
+        return {}
+
+
+def write_cache(name: str, key: str, record: dict[str, Any]) -> None:
+    path = cache_file(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        cache = read_cache(name)
         cache[key] = record
         path.write_text(json.dumps(cache, indent=1))
     except OSError:
         pass
+
+
+def time_runner(run, state, active, steps: int) -> float:
+    """Seconds per step of ``run`` on a copy of ``state`` (after one untimed call that compiles)."""
+    probe = jax.tree.map(jnp.copy, state)
+    probe, act, m = run(probe, active, 0, 0, steps)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    probe, act, m = run(probe, act, 0, 0, steps)
+    jax.block_until_ready(m)
+    return (time.perf_counter() - t0) / steps
+
+
+def choose_driver(s: Setup, state, active, hp, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+    """Pick the scan or host driver. ``auto`` times both on copies of ``state`` (cached per signature)."""
+    if s.cfg.train.driver != "auto":
+        return s.cfg.train.driver, {"chosen": s.cfg.train.driver, "how": "config"}
+    key = _probe_key(s, len(seeds))
+    cached = read_cache("driver_probe.json").get(key)
+    if cached:
+        return cached["chosen"], {**cached, "how": "cached probe"}
+    n = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, 20))
+    timings = {name: time_runner(factory(s, hp, seeds), state, active, n) for name, factory in RUNNERS.items()}
+    chosen = min(timings, key=timings.get)
+    record = {"chosen": chosen, "seconds_per_step": timings, "probe_steps": n}
+    write_cache("driver_probe.json", key, record)
     return chosen, {**record, "how": "probe"}
 
 
@@ -273,15 +355,16 @@ def choose_driver(s: Setup, state: TrainState) -> tuple[str, dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def make_evaluator(s: Setup):
-    """``evaluate(params, model_state, split) -> {"loss", "accuracy"}`` over a whole split (padded last batch)."""
-    step = jax.jit(s.eval_step)
+def make_evaluator(s: Setup, hp, fused: bool = False):
+    """``evaluate(params, model_state, split) -> [{"loss", "accuracy"}, …]`` (one dict per member).
+
+    Batches of ``train.eval_batch_size``; the last one is padded and masked so every batch has one shape.
+    """
+    step = jax.jit(jax.vmap(s.eval_step, in_axes=(0, 0, None, 0)) if fused else s.eval_step)
     size = s.cfg.train.eval_batch_size
 
-    def evaluate(params, model_state, split: data_lib.Split) -> dict[str, float]:
+    def evaluate(params, model_state, split: data_lib.Split) -> list[dict[str, float]]:
         n = len(split)
-        if n == 0:
-            return {}
         bs = min(size, n)
         totals = None
         for start in range(0, n, bs):
@@ -289,21 +372,22 @@ def make_evaluator(s: Setup):
             real = len(x)
             mask = np.zeros(bs, np.float32)
             mask[:real] = 1.0
-            if real < bs:  # pad to a fixed shape: one compilation for every batch
+            if real < bs:
                 x = np.concatenate([x, np.zeros((bs - real, *x.shape[1:]), x.dtype)])
                 y = np.concatenate([y, np.zeros((bs - real, *y.shape[1:]), y.dtype)])
-            out = step(params, model_state, {"x": x, "y": y, "mask": mask}, s.hparams)
+            out = step(params, model_state, {"x": x, "y": y, "mask": mask}, hp)
             totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-        totals = jax.device_get(totals)
-        count = float(totals["count"])
-        return {"loss": float(totals["loss"]) / count, "accuracy": float(totals["correct"]) / count}
+        totals = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in jax.device_get(totals).items()}
+        return [{"loss": float(totals["loss"][i] / totals["count"][i]),
+                 "accuracy": float(totals["correct"][i] / totals["count"][i])} for i in range(len(totals["count"]))]
 
     return evaluate
 
 
 def evaluate_splits(s: Setup, params, model_state, splits=("val", "test")) -> dict[str, dict[str, float]]:
-    evaluate = make_evaluator(s)
-    return {name: evaluate(params, model_state, getattr(s.dataset, name)) for name in splits
+    """Metrics of one model on each named split."""
+    evaluate = make_evaluator(s, s.hparams)
+    return {name: evaluate(params, model_state, getattr(s.dataset, name))[0] for name in splits
             if len(getattr(s.dataset, name))}
 
 
@@ -377,10 +461,9 @@ class _Progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
-        self.console = Console(stderr=True)
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=self.console)
+                            TextColumn("{task.fields[info]}"), console=Console(stderr=True))
         self.task = self.bar.add_task(title, total=total, completed=start, info="")
         self.bar.start()
 
@@ -401,6 +484,257 @@ def _fmt(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
+@dataclasses.dataclass
+class _Member:
+    """Host-side bookkeeping of one run (a population has one per member)."""
+
+    cfg: Config
+    run_dir: Path
+    log: rundir.MetricsLog
+    es: EarlyStopping
+    ckpt: Checkpointer | None
+    best_ckpt: Checkpointer | None
+    sums: dict[str, float]
+    elapsed_before: float = 0.0
+    best_vars: Any = None
+    last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "running"  # running | stopped (early) | diverged
+    diverged_at: int | None = None
+
+    @classmethod
+    def open(cls, cfg: Config, run_dir: Path) -> _Member:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t = cfg.train
+        ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints) if t.checkpoints else None
+        # keep=2: after a resume the best step recorded in the restored checkpoint is still on disk
+        best = Checkpointer(run_dir / "best", keep=2) if t.checkpoints else None
+        return cls(cfg, run_dir, rundir.MetricsLog(run_dir / rundir.METRICS_FILE), EarlyStopping(t.early_stopping),
+                   ckpt, best, {"loss": 0.0, "accuracy": 0.0, "n": 0})
+
+    def resume_from(self, meta: dict[str, Any], step: int, target_vars: Any) -> None:
+        self.es = EarlyStopping(self.cfg.train.early_stopping, **meta.get("early_stopping", {}))
+        self.sums = meta.get("train_sums", self.sums)
+        self.elapsed_before = float(meta.get("elapsed", 0.0))
+        self.status = meta.get("status", "running")
+        self.diverged_at = meta.get("diverged_at")
+        self.log.truncate_after(step)
+        if self.best_ckpt is not None:
+            for later in [b for b in self.best_ckpt.steps() if b > step]:  # written after the restored checkpoint
+                self.best_ckpt.delete(later)
+            if self.es.best_step in self.best_ckpt.steps():
+                self.best_vars = _to_host(self.best_ckpt.restore(self.es.best_step, target_vars)[0])
+
+    def fresh_start(self) -> None:
+        if self.log.path.exists():
+            self.log.path.unlink()
+        if self.ckpt is not None and self.ckpt.steps():
+            raise JaxdlError(f"{self.run_dir} already holds checkpoints; use `jaxdl resume {self.run_dir}` or "
+                             "another workdir")
+
+    def meta(self, elapsed: float) -> dict[str, Any]:
+        return {"early_stopping": self.es.state(), "train_sums": self.sums, "elapsed": self.elapsed_before + elapsed,
+                "status": self.status, "diverged_at": self.diverged_at}
+
+    def close(self) -> None:
+        for c in (self.ckpt, self.best_ckpt):
+            if c is not None:
+                c.close()
+
+
+def _restore_group(members: list[_Member], target: TrainState, fused: bool):
+    """Newest checkpoint step valid for every member, and the (stacked) state there; None to start fresh."""
+    single = member(target, 0) if fused else target
+    latest = []
+    for m in members:
+        got = m.ckpt.restore_latest(single, quarantine=True) if m.ckpt is not None else None
+        if got is None:
+            return None
+        latest.append(got)
+    step = min(g[2] for g in latest)
+    states, metas = [], []
+    for m, (state, meta, at) in zip(members, latest):
+        if at != step:
+            state, meta = m.ckpt.restore(step, single)
+        states.append(state)
+        metas.append(meta)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if fused else states[0]
+    return stacked, metas, step
+
+
+def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool = False, resume: bool = False,
+                dataset: data_lib.Dataset | None = None, on_divergence: str = "raise",
+                extra_config: dict[str, Any] | None = None, title: str | None = None) -> list[FitResult]:
+    """Train runs that share their static structure, fused into one vmapped program or (one config) alone.
+
+    Each member writes the run directory ``fit`` writes. In a fused group, member ``i`` follows exactly the
+    computation of its standalone run (same initial parameters, batches and RNG keys), its updates are masked once it
+    stops early, and a member whose loss turns non-finite is frozen and marked ``diverged`` while the others go on.
+
+    Args:
+      cfgs: member configs; they must share :func:`jaxdl.train.step.signature`. Without ``fused`` exactly one.
+      run_dirs: one run directory per member.
+      fused: train the members as one vmapped population.
+      resume: continue from the newest checkpoint valid for every member.
+      on_divergence: ``raise`` (DivergenceError naming the step) or ``mark`` (record status ``diverged``).
+      extra_config: more entries for each member's ``config.json`` (e.g. the sweep group).
+    """
+    if not cfgs or len(cfgs) != len(run_dirs):
+        raise JaxdlError(f"train_group: {len(cfgs)} configs for {len(run_dirs)} run directories")
+    if not fused and len(cfgs) != 1:
+        raise JaxdlError("train_group: several members need fused=True (or train them one by one with fit)")
+    signatures = {signature(c) for c in cfgs}
+    if len(signatures) != 1:
+        raise ConfigError("train_group: members differ in static structure (model, data, optimizer kind, batch "
+                          "size, steps …) and cannot share one compiled program")
+    if on_divergence not in ("raise", "mark"):
+        raise ConfigError(f"on_divergence: expected 'raise' or 'mark', got {on_divergence!r}")
+    wall0 = time.perf_counter()
+    for c in cfgs:
+        validate(c)
+    s = setup(cfgs[0], dataset)
+    s.fused = fused
+    t = s.cfg.train
+    count = len(cfgs)
+    seeds = [c.seed for c in cfgs]
+    hp = stack_hparams(cfgs) if fused else s.hparams
+    members = [_Member.open(c, Path(d)) for c, d in zip(cfgs, run_dirs)]
+    state = initial_states(s, cfgs, hp) if fused else initial_state(s)
+    step = 0
+    restored = _restore_group(members, state, fused) if resume else None
+    if restored is not None:
+        state, metas, step = restored
+        for i, (m, meta) in enumerate(zip(members, metas)):
+            single = member(state, i) if fused else state
+            m.resume_from(meta, step, {"params": single.params, "model_state": single.model_state})
+    else:
+        for m in members:
+            m.fresh_start()
+    active_host = np.array([m.status == "running" for m in members])
+    active = jnp.asarray(active_host) if fused else jnp.asarray(True)
+    driver, driver_info = choose_driver(s, state, active, hp, seeds)
+    n_params = models.count_params(member(state.params, 0) if fused else state.params)
+    for m in members:
+        rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
+                            resumed_from=step if restored else None, fused=fused, members=count,
+                            **(extra_config or {}))
+    run = RUNNERS[driver](s, hp, seeds)
+    evaluate = make_evaluator(s, hp, fused)
+    is_eval, is_ckpt, next_stop = _boundaries(t, s.steps_per_epoch, s.total_steps)
+    progress = _Progress(t.progress, s.total_steps, step, title or s.cfg.name)
+    train_time, train_steps = 0.0, 0
+    try:
+        while step < s.total_steps and active_host.any():
+            end = next_stop(step)
+            epoch, offset = divmod(step, s.steps_per_epoch)
+            t0 = time.perf_counter()
+            state, active, metrics = run(state, active, epoch, offset, end - step)
+            metrics = _to_host(metrics)  # one host sync per segment
+            train_time += time.perf_counter() - t0
+            train_steps += end - step
+            losses = metrics["loss"].reshape(end - step, count)  # (L, P)
+            accs = metrics["accuracy"].reshape(end - step, count)
+            ran = metrics["active"].reshape(end - step, count) if fused else np.ones_like(losses, bool)
+            for i, m in enumerate(members):
+                if not active_host[i]:
+                    continue
+                bad = ran[:, i] & ~np.isfinite(losses[:, i])
+                if bad.any():
+                    at = step + int(np.argmax(bad)) + 1
+                    last = m.ckpt.steps()[-1] if m.ckpt is not None and m.ckpt.steps() else None
+                    msg = (f"run {m.cfg.name!r}: loss became {losses[int(np.argmax(bad)), i]} at step {at} "
+                           f"(lr={float(m.cfg.optim.lr):.3g}); last good checkpoint: "
+                           + (f"step {last} in {m.ckpt.directory}" if last is not None else "none"))
+                    if on_divergence == "raise":
+                        raise DivergenceError(msg, step=at)
+                    m.status, m.diverged_at = "diverged", at
+                    active_host[i] = False
+                    progress.log(f"[red]diverged[/red] {msg}")
+                    continue
+                keep = ran[:, i]
+                m.sums = {"loss": m.sums["loss"] + float(losses[keep, i].sum()),
+                          "accuracy": m.sums["accuracy"] + float(accs[keep, i].sum()),
+                          "n": m.sums["n"] + int(keep.sum())}
+            step = end
+            live = [i for i in range(count) if active_host[i]]
+            if live:
+                progress.advance(step, f"loss {np.mean(losses[-1, live]):.4f} acc {np.mean(accs[-1, live]):.3f}"
+                                 + (f" ({len(live)}/{count} members)" if fused else ""))
+            if is_eval(step) and live:
+                val = evaluate(state.params, state.model_state, s.dataset.val)
+                for i in live:
+                    m = members[i]
+                    record = {"step": step, "epoch": round(step / s.steps_per_epoch, 3),
+                              "train/loss": m.sums["loss"] / max(m.sums["n"], 1),
+                              "train/accuracy": m.sums["accuracy"] / max(m.sums["n"], 1),
+                              "lr": float(metrics["lr"].reshape(-1, count)[-1, i]),
+                              **{f"val/{k}": v for k, v in val[i].items()},
+                              "time": round(m.elapsed_before + time.perf_counter() - wall0, 3)}
+                    m.sums = {"loss": 0.0, "accuracy": 0.0, "n": 0}
+                    m.log.append(record)
+                    m.last_eval = record
+                    if not fused:
+                        progress.log(f"step {step} (epoch {record['epoch']:g}) "
+                                     + _fmt({k: v for k, v in record.items() if "/" in k}))
+                    if m.es.update(record.get(t.early_stopping.monitor), step):
+                        mine = member(state, i) if fused else state
+                        m.best_vars = _to_host({"params": mine.params, "model_state": mine.model_state})
+                        if m.best_ckpt is not None:
+                            m.best_ckpt.save(step, m.best_vars, {"step": step, "monitor": t.early_stopping.monitor,
+                                                                 "value": m.es.best})
+                    if m.es.should_stop:
+                        m.status = "stopped"
+                        active_host[i] = False
+                if fused:
+                    active = jnp.asarray(active_host)
+            if is_ckpt(step) or not active_host.any():
+                elapsed = time.perf_counter() - wall0
+                for i, m in enumerate(members):
+                    if m.ckpt is not None:
+                        m.ckpt.save(step, member(state, i) if fused else state, m.meta(elapsed))
+    finally:
+        progress.close()
+        for m in members:
+            m.close()
+
+    # Final evaluation of each member's final (or best) variables, all at once.
+    chosen, restored_best = [], []
+    for i, m in enumerate(members):
+        mine = member(state, i) if fused else state
+        use_best = (t.early_stopping.enabled and t.early_stopping.restore_best and m.best_vars is not None
+                    and m.status != "diverged")
+        restored_best.append(use_best)
+        chosen.append(m.best_vars if use_best else {"params": mine.params, "model_state": mine.model_state})
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *chosen) if fused else chosen[0]
+    splits = {name: evaluate(stacked["params"], stacked["model_state"], getattr(s.dataset, name))
+              for name in ("val", "test") if len(getattr(s.dataset, name))}
+    wall = time.perf_counter() - wall0
+    results = []
+    for i, m in enumerate(members):
+        status = m.status if m.status == "diverged" else "completed"
+        summary = {
+            "name": m.cfg.name, "status": status, "model": m.cfg.model.name, "data": m.cfg.data.name,
+            "params": n_params, "steps": m.diverged_at or (step if m.status != "stopped" else
+                                                           m.last_eval.get("step", step)),
+            "epochs": round(step / s.steps_per_epoch, 3), "stopped_early": m.status == "stopped",
+            "restored_best": restored_best[i], "diverged_at": m.diverged_at,
+            "best": {"step": m.es.best_step, t.early_stopping.monitor: m.es.best},
+            "final": {k: v for k, v in m.last_eval.items() if "/" in k},
+            **{name: per_member[i] for name, per_member in splits.items()},
+            "driver": driver, "fused": fused, "members": count, "wall_time_s": round(m.elapsed_before + wall, 3),
+            "steps_per_s": round(train_steps / train_time, 2) if train_time > 0 else None,
+        }
+        rundir.write_summary(m.run_dir, summary)
+        if t.plots:
+            rundir.plot_curves(m.log.read(), m.run_dir / rundir.CURVES_FILE,
+                               title=f"{m.cfg.name}: {m.cfg.model.name} on {m.cfg.data.name}")
+        final = member(state, i) if fused else state
+        if restored_best[i]:
+            final = final.replace(params=jax.device_put(m.best_vars["params"]),
+                                  model_state=jax.device_put(m.best_vars["model_state"]))
+        results.append(FitResult(m.run_dir, summary, final, m.cfg))
+    return results
+
+
 def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         dataset: data_lib.Dataset | None = None, runs_root: str | Path = "runs") -> FitResult:
     """Train ``cfg`` to the end (or until early stopping) and write its run directory.
@@ -418,124 +752,8 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
       ConfigError / ModelInputError / DataError before compiling, for bad configs and shapes;
       DivergenceError naming the step when the loss becomes NaN/Inf (the last good checkpoint stays restorable).
     """
-    wall0 = time.perf_counter()
-    s = setup(cfg, dataset)
-    t = cfg.train
     run_dir = Path(workdir) if workdir is not None else rundir.new_run_dir(cfg, runs_root)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = rundir.MetricsLog(run_dir / rundir.METRICS_FILE)
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints) if t.checkpoints else None
-    # keep=2: after a resume the best step recorded in the restored checkpoint is still on disk
-    best_ckpt = Checkpointer(run_dir / "best", keep=2) if t.checkpoints else None
-
-    state = initial_state(s)
-    es = EarlyStopping(t.early_stopping)
-    sums = {"loss": 0.0, "accuracy": 0.0, "n": 0}
-    elapsed_before, step = 0.0, 0
-    best_vars = None
-    restored = None
-    if resume and ckpt is not None:
-        restored = ckpt.restore_latest(state, quarantine=True)
-    if restored is not None:
-        state, meta, step = restored
-        es = EarlyStopping(t.early_stopping, **meta.get("early_stopping", {}))
-        sums = meta.get("train_sums", sums)
-        elapsed_before = float(meta.get("elapsed", 0.0))
-        log.truncate_after(step)
-        if best_ckpt is not None:
-            for later in [b for b in best_ckpt.steps() if b > step]:  # written after the restored checkpoint
-                best_ckpt.delete(later)
-            if es.best_step in best_ckpt.steps():
-                target = {"params": state.params, "model_state": state.model_state}
-                best_vars = _to_host(best_ckpt.restore(es.best_step, target)[0])
-    else:
-        if log.path.exists():
-            log.path.unlink()
-        if ckpt is not None and ckpt.steps():
-            raise JaxdlError(f"{run_dir} already holds checkpoints; use `jaxdl resume {run_dir}` or another workdir")
-    driver, driver_info = choose_driver(s, state)
-    rundir.write_config(run_dir, cfg, driver=driver_info, data=s.dataset.describe(),
-                        params=models.count_params(state.params), resumed_from=step if restored else None)
-    run = _scan_runner(s) if driver == "scan" else _host_runner(s)
-    evaluate = make_evaluator(s)
-    is_eval, is_ckpt, next_stop = _boundaries(t, s.steps_per_epoch, s.total_steps)
-    progress = _Progress(t.progress, s.total_steps, step, cfg.name)
-    last_eval: dict[str, Any] = {}
-    train_time, train_steps = 0.0, 0
-    stopped_early = False
-    try:
-        while step < s.total_steps and not stopped_early:
-            end = next_stop(step)
-            epoch, offset = divmod(step, s.steps_per_epoch)
-            t0 = time.perf_counter()
-            state, metrics = run(state, epoch, offset, end - step)
-            metrics = _to_host(metrics)  # one host sync per segment
-            train_time += time.perf_counter() - t0
-            train_steps += end - step
-            losses = metrics["loss"]
-            if not np.all(np.isfinite(losses)):
-                bad = int(np.argmax(~np.isfinite(losses)))
-                last_good = ckpt.steps()[-1] if ckpt is not None and ckpt.steps() else None
-                raise DivergenceError(
-                    f"run {cfg.name!r}: loss became {losses[bad]} at step {step + bad + 1} "
-                    f"(lr={float(metrics['lr'][bad]):.3g}); last good checkpoint: "
-                    + (f"step {last_good} in {ckpt.directory}" if last_good is not None else "none"),
-                    step=step + bad + 1)
-            sums = {"loss": sums["loss"] + float(losses.sum()), "accuracy": sums["accuracy"] +
-                    float(metrics["accuracy"].sum()), "n": sums["n"] + len(losses)}
-            step = end
-            progress.advance(step, f"loss {losses[-1]:.4f} acc {float(metrics['accuracy'][-1]):.3f}")
-            if is_eval(step):
-                record = {"step": step, "epoch": round(step / s.steps_per_epoch, 3),
-                          "train/loss": sums["loss"] / sums["n"], "train/accuracy": sums["accuracy"] / sums["n"],
-                          "lr": float(metrics["lr"][-1])}
-                sums = {"loss": 0.0, "accuracy": 0.0, "n": 0}
-                val = evaluate(state.params, state.model_state, s.dataset.val)
-                record.update({f"val/{k}": v for k, v in val.items()})
-                record["time"] = round(elapsed_before + time.perf_counter() - wall0, 3)
-                log.append(record)
-                last_eval = record
-                progress.log(f"step {step} (epoch {record['epoch']:g}) " + _fmt(
-                    {k: v for k, v in record.items() if "/" in k}))
-                if es.update(record.get(t.early_stopping.monitor), step):
-                    best_vars = _to_host({"params": state.params, "model_state": state.model_state})
-                    if best_ckpt is not None:
-                        best_ckpt.save(step, best_vars, {"step": step, "monitor": t.early_stopping.monitor,
-                                                         "value": es.best})
-                stopped_early = es.should_stop
-            if ckpt is not None and (is_ckpt(step) or stopped_early):
-                meta = {"early_stopping": es.state(), "train_sums": sums,
-                        "elapsed": elapsed_before + time.perf_counter() - wall0}
-                ckpt.save(step, state, meta)
-    finally:
-        progress.close()
-        for c in (ckpt, best_ckpt):
-            if c is not None:
-                c.close()
-
-    final_vars = {"params": state.params, "model_state": state.model_state}
-    use_best = t.early_stopping.enabled and t.early_stopping.restore_best and best_vars is not None
-    chosen = best_vars if use_best else final_vars
-    results = evaluate_splits(s, chosen["params"], chosen["model_state"])
-    wall = elapsed_before + time.perf_counter() - wall0
-    summary = {
-        "name": cfg.name, "status": "completed", "model": cfg.model.name, "data": cfg.data.name,
-        "params": models.count_params(state.params), "steps": step, "epochs": round(step / s.steps_per_epoch, 3),
-        "stopped_early": stopped_early, "restored_best": use_best,
-        "best": {"step": es.best_step, t.early_stopping.monitor: es.best},
-        "final": {k: v for k, v in last_eval.items() if "/" in k},
-        **results,
-        "driver": driver, "wall_time_s": round(wall, 3),
-        "steps_per_s": round(train_steps / train_time, 2) if train_time > 0 else None,
-    }
-    rundir.write_summary(run_dir, summary)
-    if t.plots:
-        rundir.plot_curves(log.read(), run_dir / rundir.CURVES_FILE, title=f"{cfg.name}: {cfg.model.name} on "
-                                                                            f"{cfg.data.name}")
-    if use_best:
-        state = state.replace(params=jax.device_put(best_vars["params"]),
-                              model_state=jax.device_put(best_vars["model_state"]))
-    return FitResult(run_dir, summary, state, cfg)
+    return train_group([cfg], [run_dir], resume=resume, dataset=dataset)[0]
 
 
 def restore(run_dir: str | Path, which: str = "best") -> tuple[Setup, dict[str, Any]]:

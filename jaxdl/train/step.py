@@ -52,6 +52,40 @@ def make_hparams(cfg: Config) -> HParams:
     return {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
 
 
+def dynamic_keys() -> list[str]:
+    """Dotted config keys whose values enter the step as arrays (plus ``seed``, which keys init and data order)."""
+    keys = [f"optim.{k}" for k in optim.DYNAMIC_FIELDS]
+    keys += [f"{section}.{field}" for section, field, _ in EXTRA_DYNAMIC.values()]
+    return keys + ["seed"]
+
+
+# Keys that only affect host-side bookkeeping, so members of one compiled program may differ in them.
+HOST_KEYS = ("name", "train.early_stopping", "train.progress", "train.plots")
+
+
+def signature(cfg: Config) -> str:
+    """The static structure of ``cfg``: configs with equal signatures can train as one compiled (vmapped) program.
+
+    Dynamic numbers (:func:`dynamic_keys`) and host-side settings are blanked; what remains — architecture, data,
+    loss kind, optimizer kind and mode, schedule shape, batch size, step count, whether clipping is on — must match.
+    """
+    import dataclasses
+    import json
+
+    tree = dataclasses.asdict(cfg)
+    for key in dynamic_keys() + list(HOST_KEYS):
+        *path, last = key.split(".")
+        node = tree
+        for p in path:
+            node = node.get(p, {})
+        if last in node:
+            if key == "optim.clip_norm":
+                node[last] = node[last] is not None  # clipping on/off is structure; its norm is a number
+            else:
+                node.pop(last)
+    return json.dumps(tree, sort_keys=True, default=str)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Loss adapter: model outputs + labels -> scalar loss
 # --------------------------------------------------------------------------------------------------------------------
