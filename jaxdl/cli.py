@@ -1,9 +1,11 @@
-"""Command line: ``jaxdl train | eval | resume | models``.
+"""Command line: ``jaxdl train | eval | resume | sweep | report | models``.
 
     jaxdl train configs/digits_mlp.py optim.lr=3e-3 model.widths=256,128 [--workdir DIR]
     jaxdl train configs/digits_mlp.py:smoke
     jaxdl eval runs/digits_mlp/20261124-101500
     jaxdl resume runs/digits_mlp/20261124-101500
+    jaxdl sweep experiments/quickstart.py [--sweep 'optim.lr=1e-3,3e-3 seed=0:4'] [--dry-run]
+    jaxdl report runs/sweeps/quickstart [--format md]
     jaxdl models
 """
 
@@ -84,6 +86,21 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from jaxdl.experiment.runner import run_sweep
+
+    run_sweep(args.experiment, args.overrides, sweep=args.sweep, workdir=args.workdir, fuse=args.fuse,
+              executor=args.executor, workers=args.workers, ray_address=args.ray_address, dry_run=args.dry_run)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from jaxdl.experiment.report import make_report
+
+    make_report(args.sweep_dir, metric=args.metric, fmt=args.format, plots=not args.no_plots, limit=args.limit)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxdl", description="JAX deep-learning research library")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--which", choices=("best", "latest"), default="best")
     e.add_argument("--splits", nargs="+", default=["val", "test"], choices=("train", "val", "test"))
     e.set_defaults(fn=cmd_eval)
+
+    w = sub.add_parser("sweep", help="run an experiment's sweep (groups of same-shaped runs train fused)")
+    w.add_argument("experiment", help="experiments/NAME.py (get_config + get_sweep) or a config file with --sweep")
+    w.add_argument("overrides", nargs="*", help="dotted key=value overrides of the base config")
+    w.add_argument("--sweep", help="a grid replacing the experiment's sweep, e.g. 'optim.lr=1e-3,3e-3 seed=0:4'")
+    w.add_argument("--workdir", help="sweep directory (default runs/sweeps/<experiment>)")
+    w.add_argument("--dry-run", action="store_true", help="print the plan only")
+    w.add_argument("--fuse", choices=("auto", "always", "never"), default="auto",
+                   help="train a group as one vmapped program: measured (auto), always, or never")
+    w.add_argument("--executor", choices=("inline", "processes", "ray"), default="inline")
+    w.add_argument("--workers", type=int, default=2, help="processes for --executor processes")
+    w.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local one)")
+    w.set_defaults(fn=cmd_sweep)
+
+    rp = sub.add_parser("report", help="ranked table and plots of a sweep")
+    rp.add_argument("sweep_dir")
+    rp.add_argument("--format", choices=("rich", "md", "csv"), default="rich")
+    rp.add_argument("--metric", default="test/accuracy", help="ranking metric, e.g. test/accuracy or val/loss")
+    rp.add_argument("--limit", type=int, default=40, help="rows to print (files hold all)")
+    rp.add_argument("--no-plots", action="store_true")
+    rp.set_defaults(fn=cmd_report)
 
     m = sub.add_parser("models", help="list registered models with parameter counts")
     m.set_defaults(fn=cmd_models)

@@ -139,17 +139,6 @@ def initial_state(s: Setup) -> TrainState:
     return jax.jit(lambda: init_state(s.model, s.optimizer, example, s.cfg.seed, s.hparams))()
 
 
-def initial_states(s: Setup, cfgs: list[Config], hps: dict[str, jax.Array]) -> TrainState:
-    """A population's initial state: member ``i`` equals ``initial_state`` of ``cfgs[i]`` (stacked on axis 0)."""
-    example = jnp.zeros((1, *s.dataset.input_shape), s.dataset.train.x.dtype)
-    keys = jnp.stack([jax.random.PRNGKey(c.seed) for c in cfgs])
-
-    def one(key, hp):
-        return init_state(s.model, s.optimizer, example, key, hp)
-
-    return jax.jit(jax.vmap(one))(keys, hps)
-
-
 def stack_hparams(cfgs: list[Config]) -> dict[str, jax.Array]:
     """Per-member hyperparameters as arrays with a leading population axis."""
     each = [make_hparams(c) for c in cfgs]
@@ -200,15 +189,20 @@ def _perms(s: Setup, seeds: list[int], epoch: int) -> np.ndarray:
     return perms[0] if len(seeds) == 1 and not s.fused else perms
 
 
-def _scan_runner(s: Setup, hp, seeds: list[int]):
-    """K steps per dispatch with ``lax.scan``; the training set lives on the device."""
+def _scan_runner(s: Setup):
+    """Up to K steps per dispatch with ``lax.scan``; the training set lives on the device.
+
+    The scan always has K = min(chunk_steps, steps per epoch, total steps) iterations and runs the first ``n``
+    of them (a ``lax.cond`` skips the rest), so segments of every length share one compiled program.
+    """
     batch_size = s.cfg.train.batch_size
+    chunk_len = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, s.total_steps))
     x_all = jax.device_put(s.dataset.train.x)
     y_all = jax.device_put(s.dataset.train.y)
     advance = _advance(s, s.fused)
 
-    def chunk(state, active, hp, x_all, y_all, perm, offset, length):
-        def body(carry, i):
+    def chunk(state, active, hp, x_all, y_all, perm, offset, n):
+        def step(carry, i):
             st, act = carry
             start = (offset + i) * batch_size
             if perm.ndim == 2:
@@ -218,17 +212,27 @@ def _scan_runner(s: Setup, hp, seeds: list[int]):
             st, act, metrics = advance(st, act, {"x": x_all[idx], "y": y_all[idx]}, hp)
             return (st, act), metrics
 
-        (state, active), metrics = jax.lax.scan(body, (state, active), jnp.arange(length))
+        def body(carry, i):
+            shapes = jax.eval_shape(step, carry, i)[1]
+            skip = lambda c, i: (c, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))  # noqa: E731
+            return jax.lax.cond(i < n, step, skip, carry, i)
+
+        (state, active), metrics = jax.lax.scan(body, (state, active), jnp.arange(chunk_len))
         return state, active, metrics
 
-    compiled = jax.jit(chunk, static_argnames="length", donate_argnums=0)
-    cache: dict[int, jax.Array] = {}
+    compiled = jax.jit(chunk, donate_argnums=0)
+    cache: dict[tuple, jax.Array] = {}
 
-    def run(state, active, epoch, offset, length):
-        if epoch not in cache:
+    def run(state, active, hp, seeds, epoch, offset, length):
+        if length > chunk_len:
+            raise JaxdlError(f"scan driver: segment of {length} steps exceeds its chunk of {chunk_len}")
+        key = (tuple(seeds), epoch)
+        if key not in cache:
             cache.clear()
-            cache[epoch] = jax.device_put(_perms(s, seeds, epoch))
-        return compiled(state, active, hp, x_all, y_all, cache[epoch], jnp.int32(offset), length=length)
+            cache[key] = jax.device_put(_perms(s, seeds, epoch))
+        state, active, metrics = compiled(state, active, hp, x_all, y_all, cache[key], jnp.int32(offset),
+                                          jnp.int32(length))
+        return state, active, jax.tree.map(lambda m: m[:length], metrics)
 
     return run
 
@@ -269,11 +273,11 @@ def host_batches(split: data_lib.Split, batch_size: int, perm: np.ndarray, offse
         yield {"x": split.x[idx], "y": split.y[idx]}
 
 
-def _host_runner(s: Setup, hp, seeds: list[int]):
+def _host_runner(s: Setup):
     """One jitted step per dispatch, fed by a prefetching host iterator."""
     step = jax.jit(_advance(s, s.fused), donate_argnums=0)
 
-    def run(state, active, epoch, offset, length):
+    def run(state, active, hp, seeds, epoch, offset, length):
         perm = _perms(s, seeds, epoch)
         batches = Prefetcher(host_batches(s.dataset.train, s.cfg.train.batch_size, perm, offset, length),
                              s.cfg.train.prefetch)
@@ -323,18 +327,49 @@ def write_cache(name: str, key: str, record: dict[str, Any]) -> None:
         pass
 
 
-def time_runner(run, state, active, steps: int) -> float:
+def time_runner(run, state, active, hp, seeds: list[int], steps: int) -> float:
     """Seconds per step of ``run`` on a copy of ``state`` (after one untimed call that compiles)."""
     probe = jax.tree.map(jnp.copy, state)
-    probe, act, m = run(probe, active, 0, 0, steps)
+    probe, act, m = run(probe, active, hp, seeds, 0, 0, steps)
     jax.block_until_ready(m)
     t0 = time.perf_counter()
-    probe, act, m = run(probe, act, 0, 0, steps)
+    probe, act, m = run(probe, act, hp, seeds, 0, 0, steps)
     jax.block_until_ready(m)
     return (time.perf_counter() - t0) / steps
 
 
-def choose_driver(s: Setup, state, active, hp, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+class Programs:
+    """The compiled pieces of one signature — initialisation, drivers, evaluation — built once and shared by every
+    run of a group (hyperparameters and seeds are arguments, so members never recompile)."""
+
+    def __init__(self, s: Setup):
+        self.s = s
+        self.runners: dict[str, Any] = {}
+        self.driver: tuple[str, dict[str, Any]] | None = None
+        self.evaluate = make_evaluator(s, s.fused)
+        example = jnp.zeros((1, *s.dataset.input_shape), s.dataset.train.x.dtype)
+
+        def one(key, hp):
+            return init_state(s.model, s.optimizer, example, key, hp)
+
+        self._init = jax.jit(jax.vmap(one) if s.fused else one)
+
+    def init(self, seeds: list[int], hp) -> TrainState:
+        keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+        return self._init(keys if self.s.fused else keys[0], hp)
+
+    def runner(self, name: str):
+        if name not in self.runners:
+            self.runners[name] = RUNNERS[name](self.s)
+        return self.runners[name]
+
+    def choose_driver(self, state, active, hp, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+        if self.driver is None:
+            self.driver = choose_driver(self.s, state, active, hp, seeds, self.runner)
+        return self.driver
+
+
+def choose_driver(s: Setup, state, active, hp, seeds: list[int], runner=None) -> tuple[str, dict[str, Any]]:
     """Pick the scan or host driver. ``auto`` times both on copies of ``state`` (cached per signature)."""
     if s.cfg.train.driver != "auto":
         return s.cfg.train.driver, {"chosen": s.cfg.train.driver, "how": "config"}
@@ -342,8 +377,9 @@ def choose_driver(s: Setup, state, active, hp, seeds: list[int]) -> tuple[str, d
     cached = read_cache("driver_probe.json").get(key)
     if cached:
         return cached["chosen"], {**cached, "how": "cached probe"}
+    runner = runner or (lambda name: RUNNERS[name](s))
     n = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, 20))
-    timings = {name: time_runner(factory(s, hp, seeds), state, active, n) for name, factory in RUNNERS.items()}
+    timings = {name: time_runner(runner(name), state, active, hp, seeds, n) for name in RUNNERS}
     chosen = min(timings, key=timings.get)
     record = {"chosen": chosen, "seconds_per_step": timings, "probe_steps": n}
     write_cache("driver_probe.json", key, record)
@@ -355,17 +391,17 @@ def choose_driver(s: Setup, state, active, hp, seeds: list[int]) -> tuple[str, d
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def make_evaluator(s: Setup, hp, fused: bool = False):
-    """``evaluate(params, model_state, split) -> [{"loss", "accuracy"}, …]`` (one dict per member).
+def make_evaluator(s: Setup, fused: bool = False):
+    """``evaluate(params, model_state, split, hp) -> [{"loss", "accuracy"}, …]`` (one dict per member).
 
     Batches of ``train.eval_batch_size``; the last one is padded and masked so every batch has one shape.
     """
     step = jax.jit(jax.vmap(s.eval_step, in_axes=(0, 0, None, 0)) if fused else s.eval_step)
-    size = s.cfg.train.eval_batch_size
+    # one batch shape for every split: a single compilation
+    bs = max(1, min(s.cfg.train.eval_batch_size, max(len(s.dataset.val), len(s.dataset.test), 1)))
 
-    def evaluate(params, model_state, split: data_lib.Split) -> list[dict[str, float]]:
+    def evaluate(params, model_state, split: data_lib.Split, hp) -> list[dict[str, float]]:
         n = len(split)
-        bs = min(size, n)
         totals = None
         for start in range(0, n, bs):
             x, y = split.x[start:start + bs], split.y[start:start + bs]
@@ -386,8 +422,8 @@ def make_evaluator(s: Setup, hp, fused: bool = False):
 
 def evaluate_splits(s: Setup, params, model_state, splits=("val", "test")) -> dict[str, dict[str, float]]:
     """Metrics of one model on each named split."""
-    evaluate = make_evaluator(s, s.hparams)
-    return {name: evaluate(params, model_state, getattr(s.dataset, name))[0] for name in splits
+    evaluate = make_evaluator(s)
+    return {name: evaluate(params, model_state, getattr(s.dataset, name), s.hparams)[0] for name in splits
             if len(getattr(s.dataset, name))}
 
 
@@ -500,6 +536,7 @@ class _Member:
     last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
     status: str = "running"  # running | stopped (early) | diverged
     diverged_at: int | None = None
+    best_saved: int | None = None  # step of the best variables last written to best/
 
     @classmethod
     def open(cls, cfg: Config, run_dir: Path) -> _Member:
@@ -523,13 +560,32 @@ class _Member:
                 self.best_ckpt.delete(later)
             if self.es.best_step in self.best_ckpt.steps():
                 self.best_vars = _to_host(self.best_ckpt.restore(self.es.best_step, target_vars)[0])
+                self.best_saved = self.es.best_step
 
-    def fresh_start(self) -> None:
+    def fresh_start(self, clear: bool = False) -> None:
+        """Start from step 0. Existing checkpoints are an error, or (``clear``: a resume that found no step common
+        to the whole group) deleted."""
         if self.log.path.exists():
             self.log.path.unlink()
-        if self.ckpt is not None and self.ckpt.steps():
-            raise JaxdlError(f"{self.run_dir} already holds checkpoints; use `jaxdl resume {self.run_dir}` or "
-                             "another workdir")
+        for c in (self.ckpt, self.best_ckpt):
+            if c is None or not c.steps():
+                continue
+            if not clear:
+                raise JaxdlError(f"{self.run_dir} already holds checkpoints; use `jaxdl resume {self.run_dir}` or "
+                                 "another workdir")
+            for step in c.steps():
+                c.delete(step)
+
+    def save(self, step: int, state: TrainState, elapsed: float) -> None:
+        """Checkpoint the state, and the best variables if they changed since the last save."""
+        if self.ckpt is None:
+            return
+        if self.best_vars is not None and self.es.best_step != self.best_saved:
+            self.best_ckpt.save(self.es.best_step, self.best_vars,
+                                {"step": self.es.best_step, "monitor": self.cfg.train.early_stopping.monitor,
+                                 "value": self.es.best})
+            self.best_saved = self.es.best_step
+        self.ckpt.save(step, state, self.meta(elapsed))
 
     def meta(self, elapsed: float) -> dict[str, Any]:
         return {"early_stopping": self.es.state(), "train_sums": self.sums, "elapsed": self.elapsed_before + elapsed,
@@ -564,91 +620,102 @@ def _restore_group(members: list[_Member], target: TrainState, fused: bool):
 def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool = False, resume: bool = False,
                 dataset: data_lib.Dataset | None = None, on_divergence: str = "raise",
                 extra_config: dict[str, Any] | None = None, title: str | None = None) -> list[FitResult]:
-    """Train runs that share their static structure, fused into one vmapped program or (one config) alone.
+    """Train runs that share their static structure: fused into one vmapped program, or one after the other.
 
-    Each member writes the run directory ``fit`` writes. In a fused group, member ``i`` follows exactly the
-    computation of its standalone run (same initial parameters, batches and RNG keys), its updates are masked once it
-    stops early, and a member whose loss turns non-finite is frozen and marked ``diverged`` while the others go on.
+    Either way the runs share one set of compiled programs (hyperparameters and seeds are arguments) and each
+    writes the run directory ``fit`` writes. In a fused group, member ``i`` follows exactly the computation of its
+    standalone run (same initial parameters, batches and RNG keys); its updates are masked once it stops early, and a
+    member whose loss turns non-finite is frozen and marked ``diverged`` while the others go on.
 
     Args:
-      cfgs: member configs; they must share :func:`jaxdl.train.step.signature`. Without ``fused`` exactly one.
+      cfgs: member configs; they must share :func:`jaxdl.train.step.signature`.
       run_dirs: one run directory per member.
-      fused: train the members as one vmapped population.
+      fused: train the members as one vmapped population (else one by one).
       resume: continue from the newest checkpoint valid for every member.
       on_divergence: ``raise`` (DivergenceError naming the step) or ``mark`` (record status ``diverged``).
       extra_config: more entries for each member's ``config.json`` (e.g. the sweep group).
     """
     if not cfgs or len(cfgs) != len(run_dirs):
         raise JaxdlError(f"train_group: {len(cfgs)} configs for {len(run_dirs)} run directories")
-    if not fused and len(cfgs) != 1:
-        raise JaxdlError("train_group: several members need fused=True (or train them one by one with fit)")
-    signatures = {signature(c) for c in cfgs}
-    if len(signatures) != 1:
+    if len({signature(c) for c in cfgs}) != 1:
         raise ConfigError("train_group: members differ in static structure (model, data, optimizer kind, batch "
                           "size, steps …) and cannot share one compiled program")
     if on_divergence not in ("raise", "mark"):
         raise ConfigError(f"on_divergence: expected 'raise' or 'mark', got {on_divergence!r}")
-    wall0 = time.perf_counter()
     for c in cfgs:
         validate(c)
     s = setup(cfgs[0], dataset)
     s.fused = fused
+    programs = Programs(s)
+    options = {"resume": resume, "on_divergence": on_divergence, "extra": extra_config or {},
+               "title": title or s.cfg.name, "members": len(cfgs)}
+    if fused:
+        return _train_unit(programs, cfgs, [Path(d) for d in run_dirs], **options)
+    return [r for c, d in zip(cfgs, run_dirs) for r in _train_unit(programs, [c], [Path(d)], **options)]
+
+
+def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *, resume: bool, on_divergence: str,
+                extra: dict[str, Any], title: str, members: int) -> list[FitResult]:
+    """The loop for one run, or for one fused population."""
+    wall0 = time.perf_counter()
+    s = programs.s
+    fused = s.fused
     t = s.cfg.train
     count = len(cfgs)
     seeds = [c.seed for c in cfgs]
-    hp = stack_hparams(cfgs) if fused else s.hparams
-    members = [_Member.open(c, Path(d)) for c, d in zip(cfgs, run_dirs)]
-    state = initial_states(s, cfgs, hp) if fused else initial_state(s)
+    hp = stack_hparams(cfgs) if fused else make_hparams(cfgs[0])
+    runs = [_Member.open(c, d) for c, d in zip(cfgs, run_dirs)]
+    state = programs.init(seeds, hp)
     step = 0
-    restored = _restore_group(members, state, fused) if resume else None
+    restored = _restore_group(runs, state, fused) if resume else None
     if restored is not None:
         state, metas, step = restored
-        for i, (m, meta) in enumerate(zip(members, metas)):
+        for i, (m, meta) in enumerate(zip(runs, metas)):
             single = member(state, i) if fused else state
             m.resume_from(meta, step, {"params": single.params, "model_state": single.model_state})
     else:
-        for m in members:
-            m.fresh_start()
-    active_host = np.array([m.status == "running" for m in members])
+        for m in runs:
+            m.fresh_start(clear=resume)
+    active_host = np.array([m.status == "running" for m in runs])
     active = jnp.asarray(active_host) if fused else jnp.asarray(True)
-    driver, driver_info = choose_driver(s, state, active, hp, seeds)
+    driver, driver_info = programs.choose_driver(state, active, hp, seeds)
     n_params = models.count_params(member(state.params, 0) if fused else state.params)
-    for m in members:
+    for m in runs:
         rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
-                            resumed_from=step if restored else None, fused=fused, members=count,
-                            **(extra_config or {}))
-    run = RUNNERS[driver](s, hp, seeds)
-    evaluate = make_evaluator(s, hp, fused)
+                            resumed_from=step if restored else None, fused=fused, group_members=members, **extra)
+    run = programs.runner(driver)
+    evaluate = programs.evaluate
     is_eval, is_ckpt, next_stop = _boundaries(t, s.steps_per_epoch, s.total_steps)
-    progress = _Progress(t.progress, s.total_steps, step, title or s.cfg.name)
+    progress = _Progress(cfgs[0].train.progress, s.total_steps, step, title if fused else cfgs[0].name)
     train_time, train_steps = 0.0, 0
     try:
         while step < s.total_steps and active_host.any():
             end = next_stop(step)
             epoch, offset = divmod(step, s.steps_per_epoch)
             t0 = time.perf_counter()
-            state, active, metrics = run(state, active, epoch, offset, end - step)
+            state, active, metrics = run(state, active, hp, seeds, epoch, offset, end - step)
             metrics = _to_host(metrics)  # one host sync per segment
             train_time += time.perf_counter() - t0
             train_steps += end - step
             losses = metrics["loss"].reshape(end - step, count)  # (L, P)
             accs = metrics["accuracy"].reshape(end - step, count)
             ran = metrics["active"].reshape(end - step, count) if fused else np.ones_like(losses, bool)
-            for i, m in enumerate(members):
+            for i, m in enumerate(runs):
                 if not active_host[i]:
                     continue
                 bad = ran[:, i] & ~np.isfinite(losses[:, i])
                 if bad.any():
-                    at = step + int(np.argmax(bad)) + 1
+                    first = int(np.argmax(bad))
+                    at = step + first + 1
                     last = m.ckpt.steps()[-1] if m.ckpt is not None and m.ckpt.steps() else None
-                    msg = (f"run {m.cfg.name!r}: loss became {losses[int(np.argmax(bad)), i]} at step {at} "
-                           f"(lr={float(m.cfg.optim.lr):.3g}); last good checkpoint: "
+                    msg = (f"run {m.cfg.name!r}: loss became {losses[first, i]} at step {at} "
+                           f"(lr={float(metrics['lr'].reshape(-1, count)[first, i]):.3g}); last good checkpoint: "
                            + (f"step {last} in {m.ckpt.directory}" if last is not None else "none"))
                     if on_divergence == "raise":
                         raise DivergenceError(msg, step=at)
                     m.status, m.diverged_at = "diverged", at
                     active_host[i] = False
-                    progress.log(f"[red]diverged[/red] {msg}")
+                    progress.log(f"diverged: {msg}")
                     continue
                 keep = ran[:, i]
                 m.sums = {"loss": m.sums["loss"] + float(losses[keep, i].sum()),
@@ -660,9 +727,9 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
                 progress.advance(step, f"loss {np.mean(losses[-1, live]):.4f} acc {np.mean(accs[-1, live]):.3f}"
                                  + (f" ({len(live)}/{count} members)" if fused else ""))
             if is_eval(step) and live:
-                val = evaluate(state.params, state.model_state, s.dataset.val)
+                val = evaluate(state.params, state.model_state, s.dataset.val, hp)
                 for i in live:
-                    m = members[i]
+                    m = runs[i]
                     record = {"step": step, "epoch": round(step / s.steps_per_epoch, 3),
                               "train/loss": m.sums["loss"] / max(m.sums["n"], 1),
                               "train/accuracy": m.sums["accuracy"] / max(m.sums["n"], 1),
@@ -675,12 +742,9 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
                     if not fused:
                         progress.log(f"step {step} (epoch {record['epoch']:g}) "
                                      + _fmt({k: v for k, v in record.items() if "/" in k}))
-                    if m.es.update(record.get(t.early_stopping.monitor), step):
+                    if m.es.update(record.get(m.cfg.train.early_stopping.monitor), step):
                         mine = member(state, i) if fused else state
                         m.best_vars = _to_host({"params": mine.params, "model_state": mine.model_state})
-                        if m.best_ckpt is not None:
-                            m.best_ckpt.save(step, m.best_vars, {"step": step, "monitor": t.early_stopping.monitor,
-                                                                 "value": m.es.best})
                     if m.es.should_stop:
                         m.status = "stopped"
                         active_host[i] = False
@@ -688,45 +752,47 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
                     active = jnp.asarray(active_host)
             if is_ckpt(step) or not active_host.any():
                 elapsed = time.perf_counter() - wall0
-                for i, m in enumerate(members):
-                    if m.ckpt is not None:
-                        m.ckpt.save(step, member(state, i) if fused else state, m.meta(elapsed))
+                for i, m in enumerate(runs):
+                    m.save(step, member(state, i) if fused else state, elapsed)
     finally:
         progress.close()
-        for m in members:
+        for m in runs:
             m.close()
 
     # Final evaluation of each member's final (or best) variables, all at once.
     chosen, restored_best = [], []
-    for i, m in enumerate(members):
+    for i, m in enumerate(runs):
         mine = member(state, i) if fused else state
-        use_best = (t.early_stopping.enabled and t.early_stopping.restore_best and m.best_vars is not None
-                    and m.status != "diverged")
+        es_cfg = m.cfg.train.early_stopping
+        use_best = es_cfg.enabled and es_cfg.restore_best and m.best_vars is not None and m.status != "diverged"
         restored_best.append(use_best)
         chosen.append(m.best_vars if use_best else {"params": mine.params, "model_state": mine.model_state})
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *chosen) if fused else chosen[0]
-    splits = {name: evaluate(stacked["params"], stacked["model_state"], getattr(s.dataset, name))
+    splits = {name: evaluate(stacked["params"], stacked["model_state"], getattr(s.dataset, name), hp)
               for name in ("val", "test") if len(getattr(s.dataset, name))}
     wall = time.perf_counter() - wall0
     results = []
-    for i, m in enumerate(members):
-        status = m.status if m.status == "diverged" else "completed"
+    for i, m in enumerate(runs):
+        monitor = m.cfg.train.early_stopping.monitor
         summary = {
-            "name": m.cfg.name, "status": status, "model": m.cfg.model.name, "data": m.cfg.data.name,
-            "params": n_params, "steps": m.diverged_at or (step if m.status != "stopped" else
-                                                           m.last_eval.get("step", step)),
+            "name": m.cfg.name, "status": "diverged" if m.status == "diverged" else "completed",
+            "model": m.cfg.model.name, "data": m.cfg.data.name, "params": n_params,
+            "steps": m.diverged_at or (m.last_eval.get("step", step) if m.status == "stopped" else step),
             "epochs": round(step / s.steps_per_epoch, 3), "stopped_early": m.status == "stopped",
             "restored_best": restored_best[i], "diverged_at": m.diverged_at,
-            "best": {"step": m.es.best_step, t.early_stopping.monitor: m.es.best},
+            "best": {"step": m.es.best_step, monitor: m.es.best},
             "final": {k: v for k, v in m.last_eval.items() if "/" in k},
             **{name: per_member[i] for name, per_member in splits.items()},
-            "driver": driver, "fused": fused, "members": count, "wall_time_s": round(m.elapsed_before + wall, 3),
+            "driver": driver, "fused": fused, "group_members": members,
+            "wall_time_s": round(m.elapsed_before + wall, 3),
             "steps_per_s": round(train_steps / train_time, 2) if train_time > 0 else None,
         }
         rundir.write_summary(m.run_dir, summary)
-        if t.plots:
-            rundir.plot_curves(m.log.read(), m.run_dir / rundir.CURVES_FILE,
+        records = m.log.read()
+        if m.cfg.train.plots:
+            rundir.plot_curves(records, m.run_dir / rundir.CURVES_FILE,
                                title=f"{m.cfg.name}: {m.cfg.model.name} on {m.cfg.data.name}")
+        rundir.write_tensorboard(m.run_dir, records)
         final = member(state, i) if fused else state
         if restored_best[i]:
             final = final.replace(params=jax.device_put(m.best_vars["params"]),

@@ -141,3 +141,26 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_tensorboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
+    """TensorBoard event files (``run_dir/tb``) from the evaluation records, when tensorboardX is installed
+    (``pip install 'jaxdl[tensorboard]'``), so ``tensorboard --logdir SWEEP_DIR`` shows every run."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    out = run_dir / "tb"
+    if out.exists():  # rewritten whole: a resumed run must not repeat steps
+        import shutil
+
+        shutil.rmtree(out)
+    writer = SummaryWriter(str(out))
+    try:
+        for r in records:
+            for key, value in r.items():
+                if key not in ("step", "epoch", "time") and isinstance(value, (int, float)) and math.isfinite(value):
+                    writer.add_scalar(key, value, r["step"])
+    finally:
+        writer.close()
+    return out

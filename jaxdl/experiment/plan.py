@@ -1,0 +1,230 @@
+"""The planner: expand a sweep into runs, split each into its static signature and dynamic numbers, and group runs
+with equal signatures — each group can train as one vmapped program.
+
+Before anything trains, the plan lists groups, members, an estimate of the memory each member needs (from
+``jax.eval_shape``, nothing allocated) and how the group will be trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdl import config as config_lib
+from jaxdl.config import Config
+from jaxdl.errors import ConfigError
+from jaxdl.experiment.sweep import Spec
+from jaxdl.train.step import dynamic_keys, signature
+
+
+@dataclasses.dataclass
+class RunSpec:
+    run_id: str
+    config: Config
+    labels: dict[str, str]
+    overrides: dict[str, Any]
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclasses.dataclass
+class Group:
+    id: str
+    signature: str
+    runs: list[RunSpec]
+    bytes_per_member: int = 0
+
+    @property
+    def title(self) -> str:
+        c = self.runs[0].config
+        extras = ["bn"] if getattr(c.model, "batch_norm", False) else []
+        return "/".join([c.model.name, c.loss.name, *extras])
+
+
+@dataclasses.dataclass
+class Plan:
+    name: str
+    groups: list[Group]
+    skipped: list[tuple[dict[str, Any], str]]
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        return [r for g in self.groups for r in g.runs]
+
+
+def config_hash(cfg: Config) -> str:
+    return hashlib.sha1(json.dumps(config_lib.to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _family_fields() -> set[str]:
+    from jaxdl.models import MODELS
+
+    return {f.name for name in MODELS.names() for f in dataclasses.fields(config_lib.model_config_class(name))}
+
+
+def _apply(base: Config, overrides: dict[str, Any]) -> Config:
+    return config_lib.apply_overrides(base, overrides)
+
+
+def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tuple[dict[str, Any], str]]]:
+    """Resolve every point of ``spec`` against ``base``.
+
+    A point that sets a model field its architecture lacks (dropout on a perceptron) is skipped with a reason; any
+    other bad key or value raises ConfigError at once (a typo never silently shrinks a sweep).
+    """
+    runs, skipped, seen = [], [], set()
+    family_fields = _family_fields()
+    for point in spec.expand():
+        try:
+            cfg = _apply(base, point.overrides)
+        except ConfigError as e:
+            bad = [k for k in point.overrides if k.startswith("model.") and k.split(".", 1)[1] in family_fields
+                   and f"'{k}'" in str(e)]
+            if bad:
+                model = point.overrides.get("model.name", base.model.name)
+                skipped.append((point.overrides, f"{model} has no field {bad[0].split('.', 1)[1]}"))
+                continue
+            raise
+        digest = config_hash(dataclasses.replace(cfg, name=name))
+        if digest in seen:
+            skipped.append((point.overrides, "duplicate of an earlier point"))
+            continue
+        seen.add(digest)
+        run_id = digest[:12]
+        cfg = dataclasses.replace(cfg, name=f"{name}-{run_id[:8]}")
+        runs.append(RunSpec(run_id, cfg, dict(point.labels), dict(point.overrides), dict(point.values)))
+    return runs, skipped
+
+
+def member_bytes(cfg: Config) -> int:
+    """Estimated device bytes one member needs while training: the state (parameters, optimizer and model state),
+    gradients and one batch — activations come on top (a lower bound, from ``jax.eval_shape``)."""
+    from jaxdl.train.loop import initial_state, setup
+
+    s = setup(cfg)
+    state = jax.eval_shape(lambda: initial_state(s))
+    nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    batch = s.dataset.train.x[:1].nbytes * cfg.train.batch_size
+    return nbytes(state) + nbytes(state.params) + batch
+
+
+def memory_budget() -> int:
+    """Bytes a fused group may use: half the accelerator's memory, or a quarter of host RAM on CPU.
+    ``JAXDL_GROUP_MEMORY`` (bytes) overrides it."""
+    if os.environ.get("JAXDL_GROUP_MEMORY"):
+        return int(float(os.environ["JAXDL_GROUP_MEMORY"]))
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"] * 0.5)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.25)
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def group(runs: list[RunSpec], budget: int | None = None) -> list[Group]:
+    """Group runs by signature; split a group whose members do not fit ``budget`` bytes together."""
+    by_sig: dict[str, list[RunSpec]] = {}
+    for r in runs:
+        by_sig.setdefault(signature(r.config), []).append(r)
+    budget = memory_budget() if budget is None else budget
+    groups = []
+    for sig, members in by_sig.items():
+        per = member_bytes(members[0].config)
+        fit_n = max(1, budget // max(per, 1))
+        base_id = hashlib.sha1(sig.encode()).hexdigest()[:10]
+        chunks = [members[i:i + fit_n] for i in range(0, len(members), fit_n)]
+        for k, chunk in enumerate(chunks):
+            gid = base_id if len(chunks) == 1 else f"{base_id}-{k}"
+            groups.append(Group(gid, sig, chunk, per))
+    return groups
+
+
+def build_plan(base: Config, spec: Spec, name: str, budget: int | None = None) -> Plan:
+    runs, skipped = expand(base, spec, name)
+    if not runs:
+        raise ConfigError(f"sweep {name!r} has no runnable points")
+    return Plan(name, group(runs, budget), skipped)
+
+
+def swept_keys(plan: Plan) -> list[str]:
+    """Dotted keys whose values differ between runs (what the sweep varies)."""
+    keys: dict[str, set] = {}
+    for r in plan.runs:
+        for k in config_lib.all_keys(r.config):
+            if k == "name":
+                continue
+            value = r.config
+            for part in k.split("."):
+                value = getattr(value, part)
+            keys.setdefault(k, set()).add(json.dumps(value, default=str))
+    return sorted(k for k, v in keys.items() if len(v) > 1)
+
+
+def describe_dynamic(run: RunSpec) -> str:
+    """The run's swept dynamic numbers, e.g. ``lr=0.003 seed=1``."""
+    parts = []
+    for key in dynamic_keys():
+        if key in run.overrides:
+            parts.append(f"{key.split('.')[-1]}={run.overrides[key]}")
+    return " ".join(parts)
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def make_console():
+    """A rich console; 120 columns when the output is not a terminal (logs, CI) so tables stay readable."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
+def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, console=None) -> None:
+    from rich.table import Table
+
+    console = console or make_console()
+    table = Table(title=f"sweep {plan.name}: {len(plan.runs)} runs in {len(plan.groups)} groups")
+    for col in ("group", "structure", "members", "mem/member", "mem/group", "training"):
+        table.add_column(col, justify="right" if col.startswith(("members", "mem")) else "left")
+    for g in plan.groups:
+        d = (decisions or {}).get(g.id)
+        if d:
+            how = "fused" if d["fused"] else "one by one"
+        elif len(g.runs) == 1:
+            how = "alone"
+        else:
+            how = {"auto": "probe decides", "always": "fused", "never": "one by one"}[fuse]
+        table.add_row(g.id, g.title, str(len(g.runs)), format_bytes(g.bytes_per_member),
+                      format_bytes(g.bytes_per_member * len(g.runs)), how)
+    console.print(table)
+    if fuse == "auto":
+        console.print("probe decides: a short timed run of the fused group against one member (x members) picks "
+                      "the faster; decisions are cached per structure and device")
+    if plan.skipped:
+        reasons: dict[str, int] = {}
+        for _, why in plan.skipped:
+            reasons[why] = reasons.get(why, 0) + 1
+        console.print(f"skipped {len(plan.skipped)} points: "
+                      + "; ".join(f"{why} ({n})" for why, n in reasons.items()))
+
+
+def sweep_dir_for(experiment: str | Path, workdir: str | Path | None) -> Path:
+    return Path(workdir) if workdir else Path("runs") / "sweeps" / Path(experiment).stem

@@ -1,0 +1,283 @@
+"""Running a sweep: decide per group whether to fuse, train the groups with an executor, record everything.
+
+``run_group(payload)`` is the unit of work — a plain function of plain data, so the same code runs inline, in a
+process pool (``--workers N``) or as a Ray task (``--executor ray``).
+
+Fuse or not is measured, never assumed: with ``--fuse=auto`` a short timed probe compares the fused (vmapped) step of
+the whole group with the single-member step (times the member count), on copies of the real initial states; the
+faster wins. The decision and the probe's numbers are cached per signature, member count and device kind, and stored
+in the sweep database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxdl import config as config_lib
+from jaxdl.config import Config
+from jaxdl.errors import ConfigError
+from jaxdl.experiment.plan import Plan, build_plan, print_plan, sweep_dir_for
+from jaxdl.experiment.store import FINISHED, SweepStore
+from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
+from jaxdl.train import rundir
+from jaxdl.train.loop import (Programs, _probe_key, read_cache, setup, stack_hparams, time_runner, train_group,
+                              write_cache)
+from jaxdl.train.step import signature
+
+FUSE_MODES = ("auto", "always", "never")
+EXECUTORS = ("inline", "processes", "ray")
+
+
+def decide_fusion(cfgs: list[Config], fuse: str) -> dict[str, Any]:
+    """``{"fused": bool, "reason": str, ...}`` for a group of members sharing one signature."""
+    if fuse not in FUSE_MODES:
+        raise ConfigError(f"--fuse: expected one of {', '.join(FUSE_MODES)}, got {fuse!r}")
+    count = len(cfgs)
+    if count == 1:
+        return {"fused": False, "reason": "single member", "how": "trivial"}
+    if fuse != "auto":
+        return {"fused": fuse == "always", "reason": f"--fuse={fuse}", "how": "user"}
+    key = speed_key(cfgs[0], count)
+    cached = read_cache("fuse_probe.json").get(key)
+    if cached:
+        return {**cached, "how": "cached probe"}
+    return {**probe_fusion(cfgs, key), "how": "probe"}
+
+
+def speed_key(cfg: Config, count: int) -> str:
+    """What the fuse-or-not decision depends on: the model, input, batch size, optimizer kind, member count and
+    device — not the loss, the schedule, evaluation or checkpoint settings (those barely change a step's cost)."""
+    device = jax.devices()[0]
+    parts = {"model": dataclasses.asdict(cfg.model), "data": [cfg.data.name, cfg.data.train_limit],
+             "batch": cfg.train.batch_size, "optim": [cfg.optim.name, cfg.optim.clip_norm is not None],
+             "driver": [cfg.train.driver, cfg.train.chunk_steps], "members": count,
+             "device": [device.platform, device.device_kind, len(jax.devices())], "jax": jax.__version__}
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def probe_fusion(cfgs: list[Config], cache_key: str | None = None) -> dict[str, Any]:
+    """Time the fused population step against the single-member step; seed the driver cache for both."""
+    count = len(cfgs)
+    drivers = ["scan", "host"] if cfgs[0].train.driver == "auto" else [cfgs[0].train.driver]
+    timings: dict[str, dict[str, float]] = {"fused": {}, "single": {}}
+    for mode in ("fused", "single"):
+        s = setup(cfgs[0])
+        s.fused = mode == "fused"
+        members = cfgs if s.fused else cfgs[:1]
+        hp = stack_hparams(members) if s.fused else s.hparams
+        programs = Programs(s)
+        seeds = [c.seed for c in members]
+        state = programs.init(seeds, hp)
+        active = jnp.ones(count, bool) if s.fused else jnp.asarray(True)
+        steps = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, 10))
+        for d in drivers:
+            timings[mode][d] = time_runner(programs.runner(d), state, active, hp, seeds, steps)
+        best = min(timings[mode], key=timings[mode].get)
+        write_cache("driver_probe.json", _probe_key(s, len(members)),
+                    {"chosen": best, "seconds_per_step": timings[mode], "probe_steps": steps})
+    fused_t = min(timings["fused"].values())
+    seq_t = count * min(timings["single"].values())
+    fused = fused_t < seq_t
+    record = {"fused": fused, "timings": timings, "fused_s_per_step": fused_t, "one_by_one_s_per_step": seq_t,
+              "reason": f"probe: fused {fused_t * 1e3:.2f} ms vs one by one {seq_t * 1e3:.2f} ms per step of "
+                        f"{count} members"}
+    if cache_key:
+        write_cache("fuse_probe.json", cache_key, record)
+    return record
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints").is_dir() and any(p.name.isdigit() for p in (run_dir / "checkpoints").iterdir())
+
+
+def _record(store: SweepStore, run_id: str, run_dir: Path) -> str:
+    summary = rundir.read_summary(run_dir)
+    store.finish(run_id, summary, rundir.MetricsLog(run_dir / rundir.METRICS_FILE).read())
+    return summary["status"]
+
+
+def run_group(payload: dict[str, Any]) -> dict[str, Any]:
+    """Train one group of a sweep and record its runs. ``payload``: group_id, store, fuse, runs=[{run_id, config,
+    run_dir}], progress. Returns ``{"group_id", "decision", "statuses": {run_id: status}}``."""
+    store = SweepStore(payload["store"])
+    runs = [r for r in payload["runs"] if (store.run(r["run_id"]) or {}).get("status") not in FINISHED]
+    if not runs:
+        return {"group_id": payload["group_id"], "decision": None, "statuses": {}}
+    cfgs = [config_lib.from_dict(r["config"]) for r in runs]
+    if not payload.get("progress", True):
+        cfgs = [dataclasses.replace(c, train=dataclasses.replace(c.train, progress=False)) for c in cfgs]
+    dirs = [Path(r["run_dir"]) for r in runs]
+    statuses: dict[str, str] = {}
+    try:
+        decision = decide_fusion(cfgs, payload["fuse"])
+    except Exception as e:  # noqa: BLE001 — a group that cannot even be probed fails, the sweep goes on
+        for r in runs:
+            store.fail(r["run_id"], f"{type(e).__name__}: {e}")
+        return {"group_id": payload["group_id"], "decision": None, "statuses": {r["run_id"]: "failed" for r in runs},
+                "error": traceback.format_exc()}
+    store.add_group(payload["group_id"], signature=signature(cfgs[0]), members=len(cfgs), fused=decision["fused"],
+                    decision=decision)
+    extra = {"sweep_group": payload["group_id"], "fusion": decision}
+    batches = [list(range(len(runs)))] if decision["fused"] else [[i] for i in range(len(runs))]
+    for idx in batches:
+        for i in idx:
+            store.set_running(runs[i]["run_id"])
+        try:
+            train_group([cfgs[i] for i in idx], [dirs[i] for i in idx], fused=len(idx) > 1,
+                        resume=any(_has_checkpoints(dirs[i]) for i in idx), on_divergence="mark",
+                        extra_config=extra, title=f"{payload['group_id']} ({len(idx)})")
+            for i in idx:
+                statuses[runs[i]["run_id"]] = _record(store, runs[i]["run_id"], dirs[i])
+        except Exception as e:  # noqa: BLE001 — recorded per run; other groups go on
+            error = f"{type(e).__name__}: {e}"
+            for i in idx:
+                store.fail(runs[i]["run_id"], error)
+                statuses[runs[i]["run_id"]] = "failed"
+                (dirs[i] / "error.txt").write_text(traceback.format_exc())
+    return {"group_id": payload["group_id"], "decision": decision, "statuses": statuses}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _inline(payloads, on_done, **_):
+    for p in payloads:
+        on_done(run_group(p))
+
+
+def _processes(payloads, on_done, workers: int = 2, **_):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    # spawn, not fork: a forked JAX runtime is unsafe.
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(run_group, {**p, "progress": False}) for p in payloads]
+        for f in cf.as_completed(futures):
+            on_done(f.result())
+
+
+def _ray(payloads, on_done, ray_address: str | None = None, cpus_per_task: float = 1.0,
+         gpus_per_task: float = 0.0, **_):
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray: pip install 'jaxdl[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        kwargs = {"address": ray_address} if ray_address else {"include_dashboard": False}
+        ray.init(**kwargs, ignore_reinit_error=True, log_to_driver=False)
+        started = True
+    try:
+        task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(run_group)
+        pending = [task.remote({**p, "progress": False}) for p in payloads]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            on_done(ray.get(done[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+_EXECUTORS = {"inline": _inline, "processes": _processes, "ray": _ray}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sweeps
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class SweepResult:
+    sweep_dir: Path
+    plan: Plan
+    store: SweepStore | None
+    groups: list[dict[str, Any]]
+
+
+def load_experiment(experiment: str | Path, overrides: list[str] | None = None,
+                    sweep: str | None = None) -> tuple[Config, Spec, str]:
+    """An experiment file's base config (with overrides) and sweep; ``sweep`` (CLI syntax) replaces its own."""
+    module = config_lib.load_module(experiment)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"experiment {str(experiment)!r} has no get_config() function")
+    base = config_lib.apply_overrides(module.get_config(), overrides or [])
+    if sweep:
+        spec: Spec = parse_sweep(sweep)
+    elif hasattr(module, "get_sweep"):
+        spec = module.get_sweep()
+    else:
+        raise ConfigError(f"experiment {str(experiment)!r} has no get_sweep(); pass --sweep 'key=v1,v2 …'")
+    if not isinstance(spec, Spec):
+        raise ConfigError(f"{experiment}: get_sweep() returned {type(spec).__name__}, expected a jaxdl sweep spec "
+                          "(grid/zip_/random/points)")
+    return base, spec, Path(experiment).stem
+
+
+def run_sweep(experiment: str | Path, overrides: list[str] | None = None, *, sweep: str | None = None,
+              workdir: str | Path | None = None, fuse: str = "auto", executor: str = "inline", workers: int = 2,
+              ray_address: str | None = None, dry_run: bool = False, report: bool = True,
+              console=None) -> SweepResult:
+    """Plan, print and run a sweep; finished runs (in the sweep database) are skipped, partial ones resumed."""
+    from jaxdl.experiment.plan import make_console
+
+    console = console or make_console()
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if fuse not in FUSE_MODES:
+        raise ConfigError(f"--fuse: expected one of {', '.join(FUSE_MODES)}, got {fuse!r}")
+    base, spec, name = load_experiment(experiment, overrides, sweep)
+    sweep_dir = sweep_dir_for(experiment, workdir)
+    plan = build_plan(base, spec, name)
+    print_plan(plan, fuse, console=console)
+    if dry_run:
+        return SweepResult(sweep_dir, plan, None, [])
+    store = SweepStore(sweep_dir / "sweep.db")
+    payloads = []
+    for g in plan.groups:
+        store.add_group(g.id, signature=g.signature, members=len(g.runs))
+        items = []
+        for r in g.runs:
+            run_dir = sweep_dir / "runs" / r.run_id
+            store.add_run(r.run_id, name=r.name, group_id=g.id, config=config_lib.to_dict(r.config),
+                          config_hash=r.run_id, labels=r.labels, swept=r.values, run_dir=str(run_dir))
+            items.append({"run_id": r.run_id, "config": config_lib.to_dict(r.config), "run_dir": str(run_dir)})
+        todo = [i for i in items if (store.run(i["run_id"]) or {}).get("status") not in FINISHED]
+        if todo:
+            payloads.append({"group_id": g.id, "store": str(store.path), "fuse": fuse, "runs": todo})
+    skipped = len(plan.runs) - sum(len(p["runs"]) for p in payloads)
+    if skipped:
+        console.print(f"{skipped} runs already finished in {store.path}: skipped")
+    t0 = time.perf_counter()
+    done: list[dict[str, Any]] = []
+
+    def on_done(result):
+        done.append(result)
+        d = result.get("decision") or {}
+        statuses = result["statuses"]
+        console.print(f"group {result['group_id']}: {len(statuses)} runs "
+                      f"({', '.join(sorted(set(statuses.values()))) or 'nothing to do'}); "
+                      f"{'fused' if d.get('fused') else 'one by one'} — {d.get('reason', '')}")
+
+    _EXECUTORS[executor](payloads, on_done, workers=workers, ray_address=ray_address)
+    counts = store.counts()
+    console.print(f"sweep {name}: {counts} in {time.perf_counter() - t0:.1f} s → {sweep_dir}")
+    if report:
+        from jaxdl.experiment.report import make_report
+
+        make_report(sweep_dir, console=console)
+    return SweepResult(sweep_dir, plan, store, done)
+
+
+__all__ = ["EXECUTORS", "FUSE_MODES", "Grid", "SweepResult", "decide_fusion", "load_experiment", "probe_fusion",
+           "run_group", "run_sweep"]
