@@ -7,7 +7,7 @@ reports.
 
 >>> grid(**{"optim.lr": [1e-3, 1e-2], "seed": [0, 1, 2]})             # 6 points (product)
 >>> zip_(**{"optim.lr": [1e-3, 1e-2], "optim.momentum": [0.9, 0.99]})  # 2 points (lockstep)
->>> random(8, seed=0, **{"optim.lr": log_uniform(1e-4, 1e-1), "model.dropout": uniform(0, 0.5)})
+>>> random(8, rng_seed=0, **{"optim.lr": log_uniform(1e-4, 1e-1), "model.dropout": uniform(0, 0.5)})
 >>> points([{"optim.lr": 1e-3}, {"optim.lr": 1e-2, "optim.name": "sgd"}])
 >>> grid(...) * grid(...)   # product of two specs;   spec + spec   # one after the other
 """
@@ -219,8 +219,9 @@ def zip_(**axes: Sequence[Any]) -> Zip:
     return Zip(axes)
 
 
-def random(n: int, seed: int = 0, **dists: Distribution) -> Random:
-    return Random(n, dists, seed)
+def random(n: int, rng_seed: int = 0, **dists: Distribution) -> Random:
+    """``n`` points drawn from ``dists`` with ``np.random.default_rng(rng_seed)`` (``seed`` may be an axis)."""
+    return Random(n, dists, rng_seed)
 
 
 def points(items: list[dict[str, Any]]) -> Points:

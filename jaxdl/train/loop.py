@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import data as data_lib
-from jaxdl import models, optim
+from jaxdl import models, optim, parallel
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, check_types
 from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError
@@ -234,6 +234,7 @@ def _scan_runner(s: Setup):
                                           jnp.int32(length))
         return state, active, jax.tree.map(lambda m: m[:length], metrics)
 
+    run.compiled = compiled  # for inspection (e.g. counting compilations)
     return run
 
 
@@ -678,11 +679,14 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             m.fresh_start(clear=resume)
     active_host = np.array([m.status == "running" for m in runs])
     active = jnp.asarray(active_host) if fused else jnp.asarray(True)
+    mesh = parallel.population_mesh(count) if fused else None
+    state, hp, active = parallel.shard_population((state, hp, active), mesh)
     driver, driver_info = programs.choose_driver(state, active, hp, seeds)
     n_params = models.count_params(member(state.params, 0) if fused else state.params)
     for m in runs:
         rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
-                            resumed_from=step if restored else None, fused=fused, group_members=members, **extra)
+                            resumed_from=step if restored else None, fused=fused, group_members=members,
+                            placement=parallel.describe(mesh), **extra)
     run = programs.runner(driver)
     evaluate = programs.evaluate
     is_eval, is_ckpt, next_stop = _boundaries(t, s.steps_per_epoch, s.total_steps)
@@ -749,7 +753,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                         m.status = "stopped"
                         active_host[i] = False
                 if fused:
-                    active = jnp.asarray(active_host)
+                    active = parallel.shard_population(jnp.asarray(active_host), mesh)
             if is_ckpt(step) or not active_host.any():
                 elapsed = time.perf_counter() - wall0
                 for i, m in enumerate(runs):

@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""Sweep benchmark: fused vs one-by-one vs ``--fuse=auto`` vs a PyTorch loop, on the real digits data.
+
+For each model (MLP widths (128,), LeNet-5 relu/max-pool) and member count, a group of members that differ in
+learning rate and seed (Adam, batch 64, ``--steps`` steps each, evaluation only at the end, no checkpoints, plots or
+progress bars) is trained
+
+* **fused**      — ``train_group(cfgs, dirs, fused=True)`` (one vmapped program for the whole group);
+* **one-by-one** — ``train_group(cfgs, dirs, fused=False)`` (members in turn, sharing the compiled programs);
+* **auto**       — ``decide_fusion(cfgs, "auto")`` with a fresh ``$JAXDL_CACHE_DIR`` (so the probe is paid), then
+                   ``train_group(..., fused=decision["fused"])``;
+* **torch**      — the same architecture, optimizer, batch size, data order and step count in PyTorch (CPU,
+                   ``torch.set_num_threads(2)``), members one after the other, evaluated on val and test at the end.
+
+Every jaxdl timing is end-to-end wall time in this process *including tracing and XLA compilation* (JAX recompiles
+each repeat: the programs are new closures) and including jaxdl's driver probe (every timed call gets its own fresh,
+empty ``$JAXDL_CACHE_DIR``, so nothing is cached between calls). The torch timing includes building the models. The
+digits data set is loaded once up front and passed to every call; for torch the LeNet inputs are resized to 32×32
+once up front with jaxdl's own ``fit_to_size`` (jaxdl's LeNet resizes inside the model, every step).
+
+The modes are interleaved within each repeat (fused, one-by-one, auto, torch) so slow drifts of a shared machine hit
+them alike; the tables report medians over ``--repeats`` and ratios of medians measured in the same process.
+
+    python scripts/bench_sweep.py                       # defaults: --members 16 64 --models mlp lenet5 --steps 200
+    python scripts/bench_sweep.py --quick               # smoke run (seconds)
+    python scripts/bench_sweep.py --steps-for lenet5:64=100   # fewer steps for one (model, members) case
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MODELS = {
+    "mlp": {"model.name": "mlp", "model.widths": (128,), "model.activation": "relu"},
+    "lenet5": {"model.name": "lenet5", "model.activation": "relu", "model.pool": "max"},
+}
+BATCH = 64
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def member_lrs(members: int) -> list[float]:
+    """Log-spaced learning rates 3e-4 … 3e-3 (all stable for Adam on digits)."""
+    if members == 1:
+        return [1e-3]
+    return [float(v) for v in np.geomspace(3e-4, 3e-3, members)]
+
+
+def make_cfgs(model: str, members: int, steps: int):
+    from jaxdl.config import Config, apply_overrides
+
+    base = apply_overrides(Config(), {
+        "name": f"bench_{model}", **MODELS[model],
+        "data.name": "digits",
+        "optim.name": "adam",
+        "train.batch_size": BATCH,
+        "train.steps": steps,
+        "train.eval_every": steps,
+        "train.checkpoints": False,
+        "train.plots": False,
+        "train.progress": False,
+    })
+    return [apply_overrides(base, {"name": f"bench_{model}_{i}", "seed": i, "optim.lr": lr})
+            for i, lr in enumerate(member_lrs(members))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Timed runs (jaxdl)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Scratch:
+    """A fresh temporary directory holding the run directories and ``$JAXDL_CACHE_DIR`` of one timed call."""
+
+    def __init__(self, root: Path, tag: str):
+        self.path = Path(tempfile.mkdtemp(prefix=f"{tag}-", dir=root))
+        self.cache = self.path / "cache"
+        self._old = None
+
+    def __enter__(self):
+        self._old = os.environ.get("JAXDL_CACHE_DIR")
+        os.environ["JAXDL_CACHE_DIR"] = str(self.cache)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is None:
+            os.environ.pop("JAXDL_CACHE_DIR", None)
+        else:
+            os.environ["JAXDL_CACHE_DIR"] = self._old
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def dirs(self, n: int) -> list[Path]:
+        return [self.path / "runs" / f"m{i:03d}" for i in range(n)]
+
+
+def _result_info(results) -> dict[str, Any]:
+    accs = [r.summary.get("test", {}).get("accuracy") for r in results]
+    accs = [a for a in accs if a is not None]
+    return {"driver": results[0].summary.get("driver"),
+            "statuses": sorted({r.summary["status"] for r in results}),
+            "test_accuracy_median": statistics.median(accs) if accs else None,
+            "steps_per_s_member0": results[0].summary.get("steps_per_s")}
+
+
+def time_jaxdl(cfgs, dataset, mode: str, scratch_root: Path) -> dict[str, Any]:
+    """One end-to-end timed call of ``mode`` (fused | one_by_one | auto)."""
+    from jaxdl.experiment.runner import decide_fusion
+    from jaxdl.train.loop import train_group
+
+    with Scratch(scratch_root, mode) as sc:
+        dirs = sc.dirs(len(cfgs))
+        t0 = time.perf_counter()
+        decision, probe_s = None, 0.0
+        if mode == "auto":
+            decision = decide_fusion(cfgs, "auto")
+            probe_s = time.perf_counter() - t0
+            fused = bool(decision["fused"])
+        else:
+            fused = mode == "fused"
+        results = train_group(cfgs, dirs, fused=fused, dataset=dataset, on_divergence="mark")
+        wall = time.perf_counter() - t0
+    out = {"seconds": wall, **_result_info(results)}
+    if decision is not None:
+        out["probe_s"] = probe_s
+        out["train_s"] = wall - probe_s
+        out["decision"] = {k: v for k, v in decision.items() if k in ("fused", "reason", "how", "fused_s_per_step",
+                                                                        "one_by_one_s_per_step", "timings")}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The PyTorch loop doing the same work
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def torch_data(model: str, dataset):
+    """NCHW float32 tensors of train/val/test; LeNet inputs resized to 32×32 once, as jaxdl's LeNet does per step."""
+    import torch
+
+    def prep(x):
+        if model == "lenet5":
+            import jax.numpy as jnp
+
+            from jaxdl.models.lenet import fit_to_size
+
+            x = np.asarray(fit_to_size(jnp.asarray(x), 32))
+        return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)), dtype=np.float32))
+
+    return {name: (prep(getattr(dataset, name).x), torch.from_numpy(getattr(dataset, name).y.astype(np.int64)))
+            for name in ("train", "val", "test")}
+
+
+def torch_net(model: str, in_features: int, classes: int):
+    from torch import nn
+
+    if model == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_features, 128), nn.ReLU(), nn.Linear(128, classes))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),       # 6@28x28 -> 14x14
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),      # 16@10x10 -> 5x5
+        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, classes))
+
+
+def time_torch(model: str, cfgs, tdata, classes: int) -> dict[str, Any]:
+    """Members one by one: build, ``steps`` Adam steps of batch 64 in jaxdl's data order, evaluate val and test."""
+    import torch
+    import torch.nn.functional as F
+
+    from jaxdl.data import epoch_permutation
+
+    x_train, y_train = tdata["train"]
+    n = len(y_train)
+    spe = n // BATCH
+    steps = cfgs[0].train.steps
+    in_features = int(np.prod(x_train.shape[1:]))
+    accs = []
+    t0 = time.perf_counter()
+    for cfg in cfgs:
+        torch.manual_seed(cfg.seed)
+        net = torch_net(model, in_features, classes)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.optim.lr)
+        net.train()
+        loss_sum = torch.zeros(())
+        correct = torch.zeros((), dtype=torch.int64)
+        perm, perm_epoch = None, -1
+        for step in range(steps):
+            epoch, offset = divmod(step, spe)
+            if epoch != perm_epoch:
+                perm = torch.from_numpy(epoch_permutation(n, cfg.seed, epoch).astype(np.int64))
+                perm_epoch = epoch
+            idx = perm[offset * BATCH:(offset + 1) * BATCH]
+            xb, yb = x_train[idx], y_train[idx]
+            out = net(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # the per-step metrics jaxdl also computes
+                loss_sum += loss.detach()
+                correct += (out.argmax(1) == yb).sum()
+        float(loss_sum)
+        net.eval()
+        with torch.no_grad():
+            for split in ("val", "test"):
+                xs, ys = tdata[split]
+                acc = float((net(xs).argmax(1) == ys).float().mean())
+            accs.append(acc)
+    return {"seconds": time.perf_counter() - t0, "test_accuracy_median": statistics.median(accs)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    import jax
+    import torch
+
+    dev = jax.devices()[0]
+    return {"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "device": f"{dev.platform}:{dev.device_kind}", "device_count": len(jax.devices()),
+            "cpu_count": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _version(pkg: str):
+    from importlib import metadata
+
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def parse_steps_for(items: list[str]) -> dict[tuple[str, int], int]:
+    out = {}
+    for item in items:
+        try:
+            key, steps = item.split("=")
+            model, members = key.split(":")
+            out[(model, int(members))] = int(steps)
+        except ValueError:
+            raise SystemExit(f"--steps-for: expected MODEL:MEMBERS=STEPS, got {item!r}") from None
+    return out
+
+
+def bench_case(model: str, members: int, steps: int, repeats: int, dataset, tdata, scratch: Path,
+               skip_torch: bool) -> dict[str, Any]:
+    cfgs = make_cfgs(model, members, steps)
+    modes = ["fused", "one_by_one", "auto"] + ([] if skip_torch else ["torch"])
+    raw: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for r in range(repeats):
+        for mode in modes:
+            if mode == "torch":
+                rec = time_torch(model, cfgs, tdata, dataset.num_classes)
+            else:
+                rec = time_jaxdl(cfgs, dataset, mode, scratch)
+            raw[mode].append(rec)
+            extra = f" (chose {'fused' if rec['decision']['fused'] else 'one-by-one'}, probe {rec['probe_s']:.1f} s)" \
+                if mode == "auto" else ""
+            print(f"  [{model} x{members}, {steps} steps] repeat {r + 1}/{repeats} {mode:>10}: "
+                  f"{rec['seconds']:7.2f} s{extra}", flush=True)
+    med = {m: statistics.median(x["seconds"] for x in raw[m]) for m in modes}
+    choices = [x["decision"]["fused"] for x in raw["auto"]]
+    best = min(med["fused"], med["one_by_one"])
+    ratios = {
+        "one_by_one_over_fused": _ratio(med["one_by_one"], med["fused"]),
+        "auto_over_best": _ratio(med["auto"], best),
+        "torch_over_fused": _ratio(med.get("torch"), med["fused"]),
+        "torch_over_best": _ratio(med.get("torch"), best),
+    }
+    return {
+        "model": model, "members": members, "steps": steps, "batch_size": BATCH, "repeats": repeats,
+        "lrs": member_lrs(members), "raw": raw, "median_s": med,
+        "auto": {"choices_fused": choices, "chose": _choice_label(choices),
+                 "median_probe_s": statistics.median(x["probe_s"] for x in raw["auto"]),
+                 "median_train_s": statistics.median(x["train_s"] for x in raw["auto"]),
+                 "probe_numbers": [{k: x["decision"].get(k) for k in ("fused_s_per_step", "one_by_one_s_per_step",
+                                                                      "reason")} for x in raw["auto"]]},
+        "best_mode": "fused" if med["fused"] <= med["one_by_one"] else "one_by_one",
+        "ratios": ratios,
+    }
+
+
+def _choice_label(choices: list[bool]) -> str:
+    if all(choices):
+        return "fused"
+    if not any(choices):
+        return "one-by-one"
+    return f"mixed ({sum(choices)}/{len(choices)} fused)"
+
+
+def _fmt(v, spec=".2f"):
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(cases: list[dict[str, Any]], info: dict[str, Any], notes: list[str]) -> str:
+    lines = [
+        "### Sweep benchmark: fused vs one-by-one vs auto vs PyTorch",
+        "",
+        f"`{info['command']}` — {info['started']}; jax {info['jax']} on {info['device']}, torch {info['torch']} "
+        f"({info['torch_threads']} threads), {info['affinity_cpus']} CPU cores (shared; noisy).",
+        "",
+        "Digits (8×8, 1,299 training images), Adam, batch 64, members differ in lr (3e-4…3e-3, log-spaced) and seed; "
+        "evaluation on val+test at the end only; no checkpoints. Times are end-to-end wall seconds for the whole "
+        "group, **including tracing/XLA compilation and jaxdl's driver probe** (fresh `$JAXDL_CACHE_DIR` per call; "
+        "auto also includes its fusion probe), median of the repeats. torch trains the members one by one.",
+    ]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    lines += [
+        "",
+        "| model | members | steps | fused s | one-by-one s | auto s (choice, probe s) | torch s "
+        "| 1-by-1 / fused | auto / best | torch / fused | torch / best |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        m, r = c["median_s"], c["ratios"]
+        auto_ok = r["auto_over_best"] is not None and r["auto_over_best"] <= 1.10
+        lines.append(
+            f"| {c['model']} | {c['members']} | {c['steps']} | {_fmt(m['fused'])} | {_fmt(m['one_by_one'])} "
+            f"| {_fmt(m['auto'])} ({c['auto']['chose']}, {_fmt(c['auto']['median_probe_s'], '.1f')}) "
+            f"| {_fmt(m.get('torch'))} | {_fmt(r['one_by_one_over_fused'])} "
+            f"| {_fmt(r['auto_over_best'])}{'' if auto_ok else ' ⚠'} | {_fmt(r['torch_over_fused'])} "
+            f"| {_fmt(r['torch_over_best'])} |")
+    lines += ["", "auto / best: target ≤ 1.10 (⚠ = missed). best = the faster of fused and one-by-one. "
+              "Ratios > 1 in the torch columns mean jaxdl is faster."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--members", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--models", nargs="+", default=["mlp", "lenet5"], choices=sorted(MODELS))
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps-for", nargs="*", default=[], metavar="MODEL:MEMBERS=STEPS",
+                   help="override --steps for one case, e.g. lenet5:64=100 (documented in the table header)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="scripts/results/bench_sweep", help="writes OUT.json and OUT.md")
+    p.add_argument("--quick", action="store_true", help="smoke run: 4 members, 20 steps, 1 repeat")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.members, args.steps, args.repeats = [4], 20, 1
+    steps_for = parse_steps_for(args.steps_for)
+
+    import torch
+
+    torch.set_num_threads(2)
+    import jax
+
+    from jaxdl.config import DataConfig
+    from jaxdl.data import load
+
+    info = machine_info()
+    dataset = load(DataConfig(name="digits"))
+    # warm up the JAX runtime once (backend start-up is not part of any mode's cost)
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.zeros(3, np.float32)))
+    notes = []
+    for (model, members), steps in sorted(steps_for.items()):
+        notes.append(f"**{model} × {members}: {steps} steps instead of {args.steps}** (to fit the time budget).")
+    if args.quick:
+        notes.append("**--quick smoke run** (4 members, 20 steps, 1 repeat): not a measurement.")
+
+    scratch = Path(tempfile.mkdtemp(prefix="jaxdl-bench-"))
+    cases = []
+    t_all = time.perf_counter()
+    try:
+        for model in args.models:
+            tdata = None if args.no_torch else torch_data(model, dataset)
+            for members in args.members:
+                steps = steps_for.get((model, members), args.steps)
+                print(f"== {model}, {members} members, {steps} steps", flush=True)
+                cases.append(bench_case(model, members, steps, args.repeats, dataset, tdata, scratch,
+                                        args.no_torch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    info["total_s"] = round(time.perf_counter() - t_all, 1)
+
+    md = markdown(cases, info, notes)
+    out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps({"machine": info, "args": vars(args), "notes": notes,
+                                                    "cases": cases}, indent=1, default=str))
+    out_md.write_text(md)
+    print()
+    print(md)
+    print(f"wrote {out_json} and {out_md} ({info['total_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
