@@ -4,10 +4,10 @@ Run:    jaxdl train configs/digits_mlp.py
 Smoke:  jaxdl train configs/digits_mlp.py:smoke
 """
 
-from jaxdl.config import Config, DataConfig, OptimConfig, TrainConfig, model_config
+from jaxdl.config import Config, DataConfig, OptimConfig, TrainConfig, model_config, variant
 
 
-def get_config(variant: str | None = None) -> Config:
+def get_config(name: str | None = None) -> Config:
     cfg = Config(
         name="digits_mlp",
         seed=0,
@@ -16,10 +16,4 @@ def get_config(variant: str | None = None) -> Config:
         optim=OptimConfig(name="adam", lr=2e-3, schedule="cosine", weight_decay=1e-4),
         train=TrainConfig(batch_size=64, epochs=40, driver="scan", chunk_steps=100),
     )
-    if variant == "smoke":
-        from dataclasses import replace
-
-        cfg = replace(cfg, name="digits_mlp_smoke", train=replace(cfg.train, epochs=1, steps=20, progress=False))
-    elif variant is not None:
-        raise ValueError(f"unknown variant {variant!r} of digits_mlp (known: smoke)")
-    return cfg
+    return variant(cfg, name, smoke={"train.steps": 20, "train.progress": False})

@@ -5,12 +5,10 @@ Run:    jaxdl train configs/digits_perceptron.py
 Smoke:  jaxdl train configs/digits_perceptron.py:smoke
 """
 
-from dataclasses import replace
-
-from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config
+from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config, variant
 
 
-def get_config(variant: str | None = None) -> Config:
+def get_config(name: str | None = None) -> Config:
     cfg = Config(
         name="digits_perceptron",
         model=model_config("perceptron", output="step"),
@@ -19,8 +17,4 @@ def get_config(variant: str | None = None) -> Config:
         optim=OptimConfig(name="sgd", lr=0.01),
         train=TrainConfig(batch_size=32, epochs=20, driver="scan"),
     )
-    if variant == "smoke":
-        cfg = replace(cfg, name="digits_perceptron_smoke", train=replace(cfg.train, steps=10, progress=False))
-    elif variant is not None:
-        raise ValueError(f"unknown variant {variant!r} of digits_perceptron (known: smoke)")
-    return cfg
+    return variant(cfg, name, smoke={"train.steps": 10, "train.progress": False})

@@ -5,12 +5,10 @@ Run:    jaxdl train configs/fashion_mnist_lenet.py
 Smoke:  jaxdl train configs/fashion_mnist_lenet.py:smoke
 """
 
-from dataclasses import replace
-
-from jaxdl.config import Config, DataConfig, OptimConfig, TrainConfig, model_config
+from jaxdl.config import Config, DataConfig, OptimConfig, TrainConfig, model_config, variant
 
 
-def get_config(variant: str | None = None) -> Config:
+def get_config(name: str | None = None) -> Config:
     cfg = Config(
         name="fashion_mnist_lenet",
         model=model_config("lenet5", activation="relu", pool="max"),
@@ -18,9 +16,4 @@ def get_config(variant: str | None = None) -> Config:
         optim=OptimConfig(name="adam", lr=2e-3, schedule="cosine"),
         train=TrainConfig(batch_size=128, epochs=10, driver="auto"),
     )
-    if variant == "smoke":
-        cfg = replace(cfg, name="fashion_mnist_lenet_smoke", data=replace(cfg.data, train_limit=2000),
-                      train=replace(cfg.train, steps=10, progress=False))
-    elif variant is not None:
-        raise ValueError(f"unknown variant {variant!r} of fashion_mnist_lenet (known: smoke)")
-    return cfg
+    return variant(cfg, name, smoke={"data.train_limit": 2000, "train.steps": 10, "train.progress": False})

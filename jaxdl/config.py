@@ -429,6 +429,18 @@ def load_module(path: str | Path):
     return module
 
 
+def variant(cfg: Config, name: str | None, **variants: dict[str, Any]) -> Config:
+    """``cfg`` with the dotted overrides of variant ``name`` (``None``: unchanged).
+
+    >>> return variant(cfg, name, smoke={"train.steps": 10, "train.progress": False})
+    """
+    if name is None:
+        return cfg
+    if name not in variants:
+        raise ConfigError(f"unknown variant {name!r} of config {cfg.name!r}; known: {', '.join(variants) or 'none'}")
+    return apply_overrides(cfg, {"name": f"{cfg.name}_{name}", **variants[name]})
+
+
 def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
     """Load ``path/to/config.py`` or ``path/to/config.py:variant`` and apply ``overrides``."""
     spec = str(spec)

@@ -83,3 +83,8 @@ def test_load_config_variants_and_errors(tmp_path):
     bad.write_text("X = 1\n")
     with pytest.raises(ConfigError, match="no get_config"):
         C.load_config(bad)
+
+
+def test_unknown_variant_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown variant 'tiny' of config 'digits_mlp'; known: smoke"):
+        C.load_config("configs/digits_mlp.py:tiny")

@@ -168,14 +168,18 @@ def _processes(payloads, on_done, workers: int = 2, **_):
 
 
 def _ray(payloads, on_done, ray_address: str | None = None, cpus_per_task: float = 1.0,
-         gpus_per_task: float = 0.0, **_):
+         gpus_per_task: float = 0.0, workers: int = 2, **_):
     try:
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'jaxdl[ray]'") from None
     started = False
     if not ray.is_initialized():
-        kwargs = {"address": ray_address} if ray_address else {"include_dashboard": False}
+        # A local instance started here is private to this sweep: bound to the loopback interface only (not
+        # reachable from the network) and sized to ``workers`` concurrent tasks.
+        kwargs = ({"address": ray_address} if ray_address else
+                  {"include_dashboard": False, "_node_ip_address": "127.0.0.1",
+                   "num_cpus": max(1, int(workers))})
         ray.init(**kwargs, ignore_reinit_error=True, log_to_driver=False)
         started = True
     try:
