@@ -103,6 +103,26 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (see ``jaxdl.augment``). ``ops`` is structure; the strengths are dynamic."""
+
+    # any of: crop, flip, cutout, resized_crop, jitter, mixup, cutmix
+    ops: tuple[str, ...] = ()
+    crop_padding: int = 4
+    # probability of a horizontal flip
+    flip: float = 0.5
+    # side of the cutout square, in pixels
+    cutout: float = 8.0
+    # smallest area fraction of a random resized crop
+    crop_scale: float = 0.08
+    # colour-jitter strength s: factors in [1-s, 1+s]
+    jitter: float = 0.4
+    # Beta(alpha, alpha) parameters of mixup and cutmix
+    mixup: float = 0.2
+    cutmix: float = 1.0
+
+
+@dataclass(frozen=True)
 class EarlyStoppingConfig:
     enabled: bool = False
     monitor: str = "val/loss"
@@ -148,6 +168,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -72,6 +72,13 @@ def _family_fields() -> set[str]:
     return {f.name for name in MODELS.names() for f in dataclasses.fields(config_lib.model_config_class(name))}
 
 
+def _lookup(cfg: Config, key: str) -> Any:
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def _apply(base: Config, overrides: dict[str, Any]) -> Config:
     return config_lib.apply_overrides(base, overrides)
 
@@ -102,7 +109,9 @@ def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tup
         seen.add(digest)
         run_id = digest[:12]
         cfg = dataclasses.replace(cfg, name=f"{name}-{run_id[:8]}")
-        runs.append(RunSpec(run_id, cfg, dict(point.labels), dict(point.overrides), dict(point.values)))
+        # the swept values as the config holds them (a --sweep gives strings; the report plots numbers as numbers)
+        values = {k: _lookup(cfg, k) for k in point.values}
+        runs.append(RunSpec(run_id, cfg, dict(point.labels), dict(point.overrides), values))
     return runs, skipped
 
 

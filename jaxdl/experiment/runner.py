@@ -175,8 +175,9 @@ def _ray(payloads, on_done, ray_address: str | None = None, cpus_per_task: float
         raise ConfigError("--executor ray needs Ray: pip install 'jaxdl[ray]'") from None
     started = False
     if not ray.is_initialized():
-        # A local instance started here is private to this sweep: bound to the loopback interface only (not
-        # reachable from the network) and sized to ``workers`` concurrent tasks.
+        # A local instance started here is private to this sweep: no dashboard, loopback as its node address, and
+        # ``workers`` CPUs (concurrent tasks) rather than every core of the machine. (Ray 2.x may still resolve the
+        # loopback address to the node's IP and its gRPC servers listen on all interfaces; token auth guards them.)
         kwargs = ({"address": ray_address} if ray_address else
                   {"include_dashboard": False, "_node_ip_address": "127.0.0.1",
                    "num_cpus": max(1, int(workers))})

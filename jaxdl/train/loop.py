@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import data as data_lib
+from jaxdl import augment as augment_lib
 from jaxdl import models, optim, parallel
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, check_types
@@ -114,7 +115,7 @@ def setup(cfg: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     optimizer = optim.build(cfg.optim, total)
     loss_fn = make_loss(cfg.loss, model, ds.num_classes)
     hp = make_hparams(cfg)
-    train_step = make_train_step(model, optimizer, loss_fn)
+    train_step = make_train_step(model, optimizer, loss_fn, augment_lib.make_augment(cfg.augment, ds.num_classes))
     eval_step = make_eval_step(model, loss_fn)
     s = Setup(cfg, ds, model, optimizer, hp, train_step, eval_step, steps_per_epoch, total)
     check_shapes(s)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdl import augment as augment_lib
 from jaxdl import losses, optim
 from jaxdl.config import Config, LossConfig
 from jaxdl.errors import ConfigError
@@ -40,7 +41,8 @@ class TrainState(flax.struct.PyTreeNode):
 
 # Config fields outside ``optim`` that enter the step as arrays (model.dropout, loss.label_smoothing …).
 EXTRA_DYNAMIC = {"dropout": ("model", "dropout", 0.0), "label_smoothing": ("loss", "label_smoothing", 0.0),
-                 "pos_weight": ("loss", "pos_weight", 1.0)}
+                 "pos_weight": ("loss", "pos_weight", 1.0),
+                 **{key: ("augment", field, 0.0) for key, field in augment_lib.STRENGTHS.items()}}
 
 
 def make_hparams(cfg: Config) -> HParams:
@@ -168,11 +170,16 @@ def init_state(model: Model, optimizer: optim.Optimizer, example_x: jax.Array, s
                       opt_state=optimizer.init(params, hp), rng=step_key)
 
 
-def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn):
-    """``train_step(state, batch, hp) -> (state, metrics)`` with metrics loss, accuracy, grad_norm, lr."""
+def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, augment=None):
+    """``train_step(state, batch, hp) -> (state, metrics)`` with metrics loss, accuracy, grad_norm, lr.
+
+    ``augment(batch, key, hp) -> batch`` (from :func:`jaxdl.augment.make_augment`) runs first, with its own key.
+    """
 
     def train_step(state: TrainState, batch: Batch, hp: HParams):
         rng = jax.random.fold_in(state.rng, state.step)
+        if augment is not None:
+            batch = augment(batch, jax.random.fold_in(rng, 0x5EED), hp)
         mask = batch.get("mask")
 
         def objective(params):

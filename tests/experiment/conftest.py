@@ -61,8 +61,8 @@ def tiny_experiment(tmp_path):
     return write_experiment(tmp_path / "experiments")
 
 
-@pytest.fixture
-def experiment_factory(tmp_path):
-    """``experiment_factory(name, steps=…, lrs=…, seeds=…, two_models=…)`` -> path of a custom tiny experiment."""
-    (tmp_path / "experiments").mkdir(exist_ok=True)
-    return lambda name="tiny", **kw: write_experiment(tmp_path / "experiments", name, **kw)
+@pytest.fixture(scope="session")
+def write_tiny_experiment():
+    """``write_tiny_experiment(directory, name="tiny", steps=…, lrs=…, seeds=…, two_models=…)`` -> path of a custom
+    tiny experiment (usable from module-scoped fixtures). Same file name and settings give the same run ids."""
+    return write_experiment
