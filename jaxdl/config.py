@@ -100,6 +100,13 @@ class OptimConfig:
     decay_mask: str = "all"
     # global-norm gradient clipping; None disables it
     clip_norm: float | None = None
+    # Transfer learning. Parameter paths look like "blocks_3/dw_conv/kernel"; patterns are regular expressions
+    # (re.search). Frozen parameters get no updates and no optimizer state.
+    freeze: tuple[str, ...] = ()
+    # "pattern=multiplier": per-group learning rates, e.g. ("head=10", "stem=0.1"); the first match wins
+    lr_multipliers: tuple[str, ...] = ()
+    # "step:pattern": parameters matching pattern stay frozen until that step (gradual unfreezing)
+    unfreeze: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,10 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     progress: bool = True
     plots: bool = True
+    # Start from pretrained variables (a .npz written by `jaxdl convert`); parameters whose shape differs (a new
+    # head) or that match a regular expression in ``init_skip`` keep their initialisation.
+    init_from: str | None = None
+    init_skip: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ PyTorch's ``weight_decay`` argument is *coupled* L2 for SGD/Adam/RMSprop/AdaGrad
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -255,6 +257,105 @@ def chain(cfg: OptimConfig, hp: dict[str, jax.Array], lr: jax.Array) -> optax.Gr
     return optax.chain(*parts)
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Parameter groups: freezing, per-group learning rates, gradual unfreezing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def param_path(path) -> str:
+    """``"blocks_3/dw_conv/kernel"`` for a pytree key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def param_paths(params: Any) -> list[str]:
+    return [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups:
+    """Per-parameter static settings parsed from ``optim.freeze``, ``optim.lr_multipliers``, ``optim.unfreeze``."""
+
+    freeze: tuple[str, ...] = ()
+    multipliers: tuple[tuple[str, float], ...] = ()
+    unfreeze: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.freeze or self.multipliers or self.unfreeze)
+
+    def frozen(self, path: str) -> bool:
+        """Frozen for the whole run (no optimizer state)."""
+        return any(re.search(p, path) for p in self.freeze) and self.unfreeze_step(path) is None
+
+    def unfreeze_step(self, path: str) -> int | None:
+        return next((s for s, p in self.unfreeze if re.search(p, path)), None)
+
+    def multiplier(self, path: str) -> float:
+        return next((m for p, m in self.multipliers if re.search(p, path)), 1.0)
+
+
+def parse_groups(cfg: OptimConfig) -> Groups:
+    mults = []
+    for item in cfg.lr_multipliers:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            mults.append((pattern, float(value)))
+            if not sep or not pattern:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"optim.lr_multipliers: expected 'pattern=multiplier', got {item!r}") from None
+    unfreeze = []
+    for item in cfg.unfreeze:
+        step, sep, pattern = item.partition(":")
+        try:
+            unfreeze.append((int(step), pattern))
+            if not sep or not pattern:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"optim.unfreeze: expected 'step:pattern', got {item!r}") from None
+    for key, patterns in (("freeze", cfg.freeze), ("lr_multipliers", [p for p, _ in mults]),
+                          ("unfreeze", [p for _, p in unfreeze])):
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ConfigError(f"optim.{key}: {p!r} is not a valid regular expression ({e})") from None
+    return Groups(tuple(cfg.freeze), tuple(mults), tuple(unfreeze))
+
+
+def check_groups(cfg: OptimConfig, params: Any) -> None:
+    """Every pattern must match some parameter (a typo would silently train, or freeze, the wrong thing)."""
+    groups = parse_groups(cfg)
+    paths = param_paths(params)
+    for key, patterns in (("freeze", groups.freeze), ("lr_multipliers", [p for p, _ in groups.multipliers]),
+                          ("unfreeze", [p for _, p in groups.unfreeze])):
+        for p in patterns:
+            if not any(re.search(p, path) for path in paths):
+                sample = ", ".join(paths[:6]) + (" …" if len(paths) > 6 else "")
+                raise ConfigError(f"optim.{key}: pattern {p!r} matches no parameter; parameter paths look like "
+                                  f"{sample}")
+    if paths and all(groups.frozen(p) for p in paths):
+        raise ConfigError("optim.freeze: every parameter is frozen; nothing would train")
+
+
+def _labels(groups: Groups, params: Any) -> Any:
+    return jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if groups.frozen(param_path(p)) else "train",
+                                            params)
+
+
+def _scale_groups(groups: Groups, updates: Any, step: jax.Array) -> Any:
+    """Per-group learning-rate multipliers and the gradual-unfreezing masks."""
+
+    def scale(path, u):
+        name = param_path(path)
+        factor = groups.multiplier(name)
+        at = groups.unfreeze_step(name)
+        u = u * factor if factor != 1.0 else u
+        return jnp.where(step >= at, u, jnp.zeros_like(u)) if at is not None else u
+
+    return jax.tree_util.tree_map_with_path(scale, updates)
+
+
 class Optimizer(NamedTuple):
     """``init(params, hp) -> state``; ``update(grads, state, params, hp, step) -> (updates, state)``.
 
@@ -269,20 +370,33 @@ class Optimizer(NamedTuple):
 
 
 def build(cfg: OptimConfig, total_steps: int) -> Optimizer:
+    """The optimizer of ``cfg``. With ``optim.freeze`` the frozen parameters go through ``optax.set_to_zero`` (no
+    state); ``optim.lr_multipliers`` and ``optim.unfreeze`` scale or mask the final updates per parameter group."""
     validate(cfg)
     factor = schedule(cfg, total_steps)
+    groups = parse_groups(cfg)
 
     def lr(hp, step):
         return hp["lr"] * factor(step)
 
+    def transform(hp, rate, params):
+        tx = chain(cfg, hp, rate)
+        if groups.freeze:
+            tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, _labels(groups, params))
+        return tx
+
     def init(params, hp):
-        return chain(cfg, hp, hp["lr"]).init(params)
+        return transform(hp, hp["lr"], params).init(params)
 
     def update(grads, state, params, hp, step):
-        return chain(cfg, hp, lr(hp, step)).update(grads, state, params)
+        updates, state = transform(hp, lr(hp, step), params).update(grads, state, params)
+        if groups.multipliers or groups.unfreeze:
+            updates = _scale_groups(groups, updates, step)
+        return updates, state
 
     return Optimizer(init, update, lr, cfg)
 
 
-__all__ = ["clip_by_global_norm_torch", "DYNAMIC_FIELDS", "OPTIMIZERS", "Optimizer", "SCHEDULES", "add_decoupled_decay", "add_penalties", "build",
+__all__ = ["Groups", "check_groups", "param_path", "param_paths", "parse_groups", "clip_by_global_norm_torch",
+           "DYNAMIC_FIELDS", "OPTIMIZERS", "Optimizer", "SCHEDULES", "add_decoupled_decay", "add_penalties", "build",
            "chain", "hparams", "kernel_mask", "schedule", "scale_by_rss_eps_outside", "validate"]

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxdl import data as data_lib
 from jaxdl import augment as augment_lib
-from jaxdl import models, optim, parallel
+from jaxdl import models, optim, parallel, transfer
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config, check_types
 from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError
@@ -131,6 +131,9 @@ def abstract_batch(s: Setup, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]
 def check_shapes(s: Setup) -> None:
     """Trace init and one step abstractly (``jax.eval_shape``): errors surface before anything compiles."""
     batch = abstract_batch(s, s.cfg.train.batch_size)
+    example = jax.ShapeDtypeStruct((1, *batch["x"].shape[1:]), batch["x"].dtype)
+    params = jax.eval_shape(s.model.init, jax.random.PRNGKey(0), example)["params"]
+    optim.check_groups(s.cfg.optim, params)
     state = jax.eval_shape(lambda x: init_state(s.model, s.optimizer, x, 0, s.hparams), batch["x"])
     jax.eval_shape(s.train_step, state, batch, s.hparams)
 
@@ -670,6 +673,10 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     state = programs.init(seeds, hp)
     step = 0
     restored = _restore_group(runs, state, fused) if resume else None
+    pretrained = None
+    if t.init_from and restored is None:
+        state, report = transfer.apply_pretrained(state, t.init_from, t.init_skip, fused)
+        pretrained = {"from": t.init_from, "report": report.summary()}
     if restored is not None:
         state, metas, step = restored
         for i, (m, meta) in enumerate(zip(runs, metas)):
@@ -687,7 +694,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     for m in runs:
         rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
                             resumed_from=step if restored else None, fused=fused, group_members=members,
-                            placement=parallel.describe(mesh), **extra)
+                            placement=parallel.describe(mesh), pretrained=pretrained, **extra)
     run = programs.runner(driver)
     evaluate = programs.evaluate
     is_eval, is_ckpt, next_stop = _boundaries(t, s.steps_per_epoch, s.total_steps)

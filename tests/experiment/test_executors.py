@@ -254,6 +254,7 @@ def test_sigkilled_sweep_resumes_without_retraining(shared, write_tiny_experimen
     killed = {r["id"]: {k: r[k] for k in ("status", "started", "finished", "run_dir")} for r in SweepStore(db).runs()}
     completed = {k: v for k, v in killed.items() if v["status"] == "completed"}
     interrupted = [k for k, v in killed.items() if v["status"] == "running"]
+    checkpointed = {k for k in interrupted if _has_checkpoint(killed[k]["run_dir"])}
     assert len(killed) == 6 and 2 <= len(completed) < 6
     assert all(v["finished"] is not None for v in completed.values())
     jsonl_before = {k: (Path(v["run_dir"]) / "metrics.jsonl").read_text() for k, v in completed.items()}
@@ -273,6 +274,9 @@ def test_sigkilled_sweep_resumes_without_retraining(shared, write_tiny_experimen
         assert after[run_id]["started"] == killed[run_id]["started"]
         summary = json.loads((Path(after[run_id]["run_dir"]) / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["steps"] == steps
+        resumed_from = json.loads((Path(after[run_id]["run_dir"]) / "config.json").read_text())["resumed_from"]
+        if run_id in checkpointed:  # continued from its checkpoint, not restarted
+            assert resumed_from and resumed_from % 10 == 0 and resumed_from < steps
 
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert con.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM runs").fetchone() == (6, 6)
