@@ -1,4 +1,4 @@
-"""Command line: ``jaxdl train | eval | resume | sweep | report | models``.
+"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | models``.
 
     jaxdl train configs/digits_mlp.py optim.lr=3e-3 model.widths=256,128 [--workdir DIR]
     jaxdl train configs/digits_mlp.py:smoke
@@ -6,6 +6,7 @@
     jaxdl resume runs/digits_mlp/20261124-101500
     jaxdl sweep experiments/quickstart.py [--sweep 'optim.lr=1e-3,3e-3 seed=0:4'] [--dry-run]
     jaxdl report runs/sweeps/quickstart [--format md]
+    jaxdl explain runs/mnist5k_lenet/20261124-101500 --image digit.png
     jaxdl models
 """
 
@@ -67,6 +68,70 @@ def cmd_eval(args) -> int:
     out = Path(args.run_dir) / "eval.json"
     out.write_text(json.dumps({"which": args.which, **results}, indent=2))
     _print_summary({"name": s.cfg.name, **results}, Path(args.run_dir))
+    return 0
+
+
+def load_image(path: str | Path, shape: tuple[int, ...]):
+    """An image file as a float array in [0, 1] with the model's per-example ``shape`` (H, W, C)."""
+    import numpy as np
+    from PIL import Image
+
+    from jaxdl.errors import DataError
+
+    try:
+        img = Image.open(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read image {str(path)!r}: {e}") from None
+    if len(shape) != 3:
+        raise DataError(f"this model takes inputs of shape {shape}, not images")
+    h, w, c = shape
+    img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+    arr = np.asarray(img, np.float32) / 255.0
+    return arr[..., None] if c == 1 else arr
+
+
+def cmd_explain(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdl import interpret
+    from jaxdl.train.loop import restore
+
+    s, variables = restore(args.run_dir, which=args.which)
+    model, ds = s.model, s.dataset
+    x = load_image(args.image, ds.input_shape)
+    if ds.mean is not None:
+        x = (x - ds.mean) / ds.std
+    x = jnp.asarray(x[None], jnp.float32)  # (1, H, W, C)
+    full = {"params": variables["params"], **variables["model_state"]}
+    f = lambda z: model(full, z)  # noqa: E731
+    probs = jax.nn.softmax(f(x)[0]) if model.output == "logits" else f(x)[0]
+    pred = int(jnp.argmax(probs))
+    target = jnp.array([args.target if args.target is not None else pred])
+    out_dir = Path(args.out or Path(args.run_dir) / "explain")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    names = ds.class_names
+    label = names[int(target[0])] if names and int(target[0]) < len(names) else str(int(target[0]))
+    maps = {"saliency": interpret.saliency(f, x, target),
+            "smoothgrad": interpret.smoothgrad(f, x, target, jax.random.PRNGKey(0)),
+            "integrated_gradients": jnp.abs(interpret.integrated_gradients(f, x, target)).max(axis=-1)}
+    convs = interpret.conv_layers(model.module, full, x) if model.module is not None else []
+    if convs:
+        maps[f"grad_cam_{convs[-1].replace('/', '_')}"] = interpret.grad_cam(model.module, full, x, target, convs[-1])
+    written = []
+    for method, heat in maps.items():
+        path = out_dir / f"{stem}_{method}.png"
+        interpret.overlay(x[0], heat[0], path, title=f"{method}: class {label}")
+        written.append(path)
+    print(f"predicted class {pred} ({names[pred] if names and pred < len(names) else pred}), "
+          f"p={float(probs[pred]):.3f}; explaining class {label}")
+    for p in written:
+        print(f"wrote {p}")
+    if not convs:
+        print("no convolutional layer: Grad-CAM skipped")
+    np.save(out_dir / f"{stem}_probs.npy", np.asarray(probs))
     return 0
 
 
@@ -141,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--limit", type=int, default=40, help="rows to print (files hold all)")
     rp.add_argument("--no-plots", action="store_true")
     rp.set_defaults(fn=cmd_report)
+
+    x = sub.add_parser("explain", help="attribution maps (saliency, SmoothGrad, integrated gradients, Grad-CAM)")
+    x.add_argument("run_dir")
+    x.add_argument("--image", required=True, help="an image file (PNG/JPEG), resized to the model's input")
+    x.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
+    x.add_argument("--which", choices=("best", "latest"), default="best")
+    x.add_argument("--out", help="output folder (default RUN_DIR/explain)")
+    x.set_defaults(fn=cmd_explain)
 
     m = sub.add_parser("models", help="list registered models with parameter counts")
     m.set_defaults(fn=cmd_models)

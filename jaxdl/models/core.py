@@ -51,6 +51,8 @@ class Model:
     input_kind: str = "float"
     output: str = "logits"
     config: Any = None
+    # the Linen module behind init/apply, when there is one (attribution intercepts its layers)
+    module: Any = None
 
     # ---------------------------------------------------------------------------------------------------------------
     def init(self, rng: jax.Array, example: jax.Array) -> Variables:
@@ -178,7 +180,7 @@ def from_linen(module: nn.Module, name: str | None = None, *, output: str = "log
         return out, state
 
     return Model(name, init_fn, apply_fn, tuple(input_shape) if input_shape is not None else None, input_kind,
-                 output, config)
+                 output, config, module)
 
 
 def from_nnx(constructor: Callable[..., Any], name: str | None = None, *, output: str = "logits", input_shape=None,
