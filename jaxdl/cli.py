@@ -1,4 +1,4 @@
-"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | models``.
+"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | convert | models``.
 
     jaxdl train configs/digits_mlp.py optim.lr=3e-3 model.widths=256,128 [--workdir DIR]
     jaxdl train configs/digits_mlp.py:smoke
@@ -135,6 +135,17 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from jaxdl.convert import convert_file
+
+    shape = tuple(int(s) for s in args.input_shape.split(","))
+    out, report = convert_file(args.src, args.dst, args.model, num_classes=args.num_classes, input_shape=shape,
+                               strict=not args.allow_missing)
+    print(report.describe())
+    print(f"wrote {out}  (use it with train.init_from={out})")
+    return 0
+
+
 def cmd_models(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -214,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--which", choices=("best", "latest"), default="best")
     x.add_argument("--out", help="output folder (default RUN_DIR/explain)")
     x.set_defaults(fn=cmd_explain)
+
+    cv = sub.add_parser("convert", help="convert PyTorch weights (.pth/.pt zip or legacy, .safetensors) to .npz")
+    cv.add_argument("src")
+    cv.add_argument("dst")
+    cv.add_argument("--model", required=True, help="jaxdl model name, e.g. resnet18, vgg11_bn, efficientnet_lite0")
+    cv.add_argument("--num-classes", type=int, default=1000)
+    cv.add_argument("--input-shape", default="224,224,3", help="per-example input shape H,W,C")
+    cv.add_argument("--allow-missing", action="store_true",
+                    help="write the file even if some variables are missing/unexpected (they are listed)")
+    cv.set_defaults(fn=cmd_convert)
 
     m = sub.add_parser("models", help="list registered models with parameter counts")
     m.set_defaults(fn=cmd_models)

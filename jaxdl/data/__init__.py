@@ -32,7 +32,7 @@ __all__ = [
 @functools.lru_cache(maxsize=8)
 def _load_raw_cached(name: str, root: str | None) -> RawData:
     raw = DATASETS.get(name)(root)
-    for a in (raw.train_x, raw.train_y, raw.test_x, raw.test_y):
+    for a in (raw.train_x, raw.train_y, raw.val_x, raw.val_y, raw.test_x, raw.test_y):
         if a is not None:
             a.flags.writeable = False  # the cache is shared: nobody may write into it
     return raw
@@ -72,7 +72,8 @@ def load(cfg: DataConfig) -> Dataset:
     * Data sets with an official test split keep it; the others have ``test_fraction`` of all examples carved out
       as the test split (stratified, keyed by ``split_seed``).
     * ``val_fraction`` of the remaining training pool becomes the validation split (stratified, keyed by
-      ``split_seed``); the test split does not depend on ``val_fraction``.
+      ``split_seed``); the test split does not depend on ``val_fraction``. A data set with an official
+      validation split (an ``image_folder`` with a ``val/`` folder) keeps it and its whole pool is training data.
     * ``train_limit`` keeps a stratified subset of that many training examples.
     * ``standardize`` standardises every split per channel with the training split's mean and std.
     """
@@ -90,14 +91,21 @@ def load(cfg: DataConfig) -> Dataset:
         test_idx, pool = stratified_split(raw.train_y, [cfg.test_fraction, 1.0 - cfg.test_fraction], [seed, 0])
         test_x, test_y = _to_float(raw.train_x[test_idx], raw.max_value), raw.train_y[test_idx].astype(np.int32)
 
-    val_rel, train_rel = stratified_split(raw.train_y[pool], [cfg.val_fraction, 1.0 - cfg.val_fraction], [seed, 1])
-    val_idx, train_idx = pool[val_rel], pool[train_rel]
+    if raw.has_val:
+        train_idx = pool
+    else:
+        val_rel, train_rel = stratified_split(raw.train_y[pool], [cfg.val_fraction, 1.0 - cfg.val_fraction],
+                                              [seed, 1])
+        val_idx, train_idx = pool[val_rel], pool[train_rel]
     if cfg.train_limit is not None and cfg.train_limit < len(train_idx):
         keep = stratified_subset(raw.train_y[train_idx], cfg.train_limit, [seed, 2])
         train_idx = train_idx[keep]
 
     train_x = _to_float(raw.train_x[train_idx], raw.max_value)
-    val_x = _to_float(raw.train_x[val_idx], raw.max_value)
+    if raw.has_val:
+        val_x, val_y = _to_float(raw.val_x, raw.max_value), raw.val_y.astype(np.int32)
+    else:
+        val_x, val_y = _to_float(raw.train_x[val_idx], raw.max_value), raw.train_y[val_idx].astype(np.int32)
     mean = std = None
     if cfg.standardize:
         mean, std, (train_x, val_x, test_x) = standardize(train_x, val_x, test_x)
@@ -105,7 +113,7 @@ def load(cfg: DataConfig) -> Dataset:
     return Dataset(
         name=cfg.name,
         train=Split(train_x, raw.train_y[train_idx].astype(np.int32)),
-        val=Split(val_x, raw.train_y[val_idx].astype(np.int32)),
+        val=Split(val_x, val_y),
         test=Split(test_x, test_y),
         num_classes=len(raw.class_names),
         class_names=tuple(raw.class_names),

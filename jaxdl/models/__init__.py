@@ -13,9 +13,14 @@ from typing import Any
 
 from jaxdl.config import ModelConfig, model_config, register_model_config
 from jaxdl.errors import ConfigError
+from jaxdl.models import resnet as _resnet
+from jaxdl.models import vgg as _vgg
+from jaxdl.models.alexnet import AlexNet, AlexNetConfig, build_alexnet
 from jaxdl.models.core import Model, count_params, from_linen, from_nnx
 from jaxdl.models.lenet import LeNet5, LeNetConfig, build_lenet
 from jaxdl.models.mlp import MLP, MLPConfig, Perceptron, PerceptronConfig, build_mlp, build_perceptron
+from jaxdl.models.resnet import ResNet, ResNetConfig, build_resnet
+from jaxdl.models.vgg import VGG, VGGConfig, build_vgg
 from jaxdl.nn import ACTIVATIONS
 from jaxdl.nn.layers import OUTPUTS
 from jaxdl.registry import Registry
@@ -41,6 +46,24 @@ def register(name: str, spec: ModelSpec) -> None:
 register("perceptron", ModelSpec(PerceptronConfig, build_perceptron, description="single layer of threshold units"))
 register("mlp", ModelSpec(MLPConfig, build_mlp, description="multi-layer perceptron"))
 register("lenet5", ModelSpec(LeNetConfig, build_lenet, description="LeNet-5 (LeCun et al. 1998)"))
+register("alexnet", ModelSpec(AlexNetConfig, build_alexnet, (224, 224, 3), "AlexNet (torchvision layout)"))
+for _name, _cls in _vgg.VARIANTS.items():
+    register(_name, ModelSpec(_cls, build_vgg, (224, 224, 3),
+                              f"VGG-{_cls.depth}{' with batch norm' if _cls.batch_norm else ''} (torchvision layout)"))
+for _name, _cls in _resnet.VARIANTS.items():
+    register(_name, ModelSpec(_cls, build_resnet, (32, 32, 3) if _cls.stem == "cifar" else (224, 224, 3),
+                              f"ResNet-{_cls.depth}, {_cls.stem} stem (torchvision v1.5 blocks)"))
+del _name, _cls
+
+
+def _register_efficientnet() -> None:
+    from jaxdl.models import efficientnet
+
+    for name, spec in efficientnet.specs().items():
+        register(name, spec)
+
+
+_register_efficientnet()
 
 
 def _validate(cfg: ModelConfig) -> None:
@@ -86,4 +109,5 @@ def names() -> list[str]:
 
 
 __all__ = ["MODELS", "MLP", "LeNet5", "Model", "ModelSpec", "Perceptron", "count_params", "from_config",
-           "from_linen", "from_nnx", "get", "names", "register", "LeNetConfig", "MLPConfig", "PerceptronConfig"]
+           "from_linen", "from_nnx", "get", "names", "register", "LeNetConfig", "MLPConfig", "PerceptronConfig",
+           "AlexNet", "AlexNetConfig", "VGG", "VGGConfig", "ResNet", "ResNetConfig"]

@@ -332,15 +332,18 @@ def write_cache(name: str, key: str, record: dict[str, Any]) -> None:
         pass
 
 
-def time_runner(run, state, active, hp, seeds: list[int], steps: int) -> float:
-    """Seconds per step of ``run`` on a copy of ``state`` (after one untimed call that compiles)."""
+def time_runner(run, state, active, hp, seeds: list[int], steps: int) -> tuple[float, float]:
+    """``(first_call_s, s_per_step)`` of ``run`` on a copy of ``state``: one step that compiles, then ``steps``
+    timed steps (every segment length shares one program, so a one-step warm-up compiles everything)."""
     probe = jax.tree.map(jnp.copy, state)
-    probe, act, m = run(probe, active, hp, seeds, 0, 0, steps)
-    jax.block_until_ready(m)
     t0 = time.perf_counter()
-    probe, act, m = run(probe, act, hp, seeds, 0, 0, steps)
+    probe, act, m = run(probe, active, hp, seeds, 0, 0, 1)
     jax.block_until_ready(m)
-    return (time.perf_counter() - t0) / steps
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    probe, act, m = run(probe, act, hp, seeds, 0, 1, steps)
+    jax.block_until_ready(m)
+    return first, (time.perf_counter() - t0) / steps
 
 
 class Programs:
@@ -383,8 +386,8 @@ def choose_driver(s: Setup, state, active, hp, seeds: list[int], runner=None) ->
     if cached:
         return cached["chosen"], {**cached, "how": "cached probe"}
     runner = runner or (lambda name: RUNNERS[name](s))
-    n = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, 20))
-    timings = {name: time_runner(runner(name), state, active, hp, seeds, n) for name in RUNNERS}
+    n = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, 10))
+    timings = {name: time_runner(runner(name), state, active, hp, seeds, n)[1] for name in RUNNERS}
     chosen = min(timings, key=timings.get)
     record = {"chosen": chosen, "seconds_per_step": timings, "probe_steps": n}
     write_cache("driver_probe.json", key, record)
@@ -624,7 +627,8 @@ def _restore_group(members: list[_Member], target: TrainState, fused: bool):
 
 def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool = False, resume: bool = False,
                 dataset: data_lib.Dataset | None = None, on_divergence: str = "raise",
-                extra_config: dict[str, Any] | None = None, title: str | None = None) -> list[FitResult]:
+                extra_config: dict[str, Any] | None = None, title: str | None = None,
+                programs: Programs | None = None) -> list[FitResult]:
     """Train runs that share their static structure: fused into one vmapped program, or one after the other.
 
     Either way the runs share one set of compiled programs (hyperparameters and seeds are arguments) and each
@@ -639,6 +643,7 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
       resume: continue from the newest checkpoint valid for every member.
       on_divergence: ``raise`` (DivergenceError naming the step) or ``mark`` (record status ``diverged``).
       extra_config: more entries for each member's ``config.json`` (e.g. the sweep group).
+      programs: already compiled programs for this signature and mode (e.g. from the fusion probe).
     """
     if not cfgs or len(cfgs) != len(run_dirs):
         raise JaxdlError(f"train_group: {len(cfgs)} configs for {len(run_dirs)} run directories")
@@ -649,9 +654,11 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
         raise ConfigError(f"on_divergence: expected 'raise' or 'mark', got {on_divergence!r}")
     for c in cfgs:
         validate(c)
-    s = setup(cfgs[0], dataset)
-    s.fused = fused
-    programs = Programs(s)
+    if programs is None or programs.s.fused != fused:
+        s = setup(cfgs[0], dataset)
+        s.fused = fused
+        programs = Programs(s)
+    s = programs.s
     options = {"resume": resume, "on_divergence": on_divergence, "extra": extra_config or {},
                "title": title or s.cfg.name, "members": len(cfgs)}
     if fused:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -43,7 +44,9 @@ def git_commit() -> str | None:
         return None
 
 
-def environment() -> dict[str, Any]:
+@functools.lru_cache(maxsize=1)
+def _static_environment() -> tuple[tuple[str, Any], ...]:
+    """What does not change within a process (looked up once: a group writes one config.json per member)."""
     versions = {}
     for pkg in ("jaxdl", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy"):
         try:
@@ -51,15 +54,14 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     devices = jax.devices()
-    return {
-        "git_commit": git_commit(),
-        "versions": versions,
-        "python": sys.version.split()[0],
-        "device": {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices)},
-        "command": " ".join(sys.argv),
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "host": os.uname().nodename,
-    }
+    return (("git_commit", git_commit()), ("versions", versions), ("python", sys.version.split()[0]),
+            ("device", {"platform": devices[0].platform, "kind": devices[0].device_kind, "count": len(devices)}),
+            ("host", os.uname().nodename))
+
+
+def environment() -> dict[str, Any]:
+    return {**dict(_static_environment()), "command": " ".join(sys.argv),
+            "created": _dt.datetime.now().isoformat(timespec="seconds")}
 
 
 def write_config(run_dir: Path, cfg: Config, **extra: Any) -> None:
