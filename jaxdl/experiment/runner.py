@@ -86,10 +86,17 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None) -> dict[str, 
         seeds = [c.seed for c in members]
         state = programs[mode].init(seeds, hp)
         active = jnp.ones(count, bool) if s.fused else jnp.asarray(True)
-        steps = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, 5))
-        candidates = drivers if mode == "single" else [min(timings["single"], key=timings["single"].get)]
+        # Time full segments (as training runs them). The fused candidate gets as many steps as ~2 s would allow
+        # at the one-by-one cost, so a slow fused program (e.g. convolutions on a CPU) cannot stall the probe.
+        chunk = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, s.total_steps - 1))
+        if mode == "single":
+            steps, candidates = chunk, drivers
+        else:
+            single_t = min(timings["single"].values())
+            steps = int(max(1, min(chunk, 2.0 // max(count * single_t, 1e-9))))
+            candidates = [min(timings["single"], key=timings["single"].get)]
         for d in candidates:
-            first, per_step = time_runner(programs[mode].runner(d), state, active, hp, seeds, steps)
+            first, per_step = time_runner(programs[mode].runner(d), state, active, hp, seeds, steps, repeats=3)
             timings[mode][d] = per_step
             compile_s[f"{mode}/{d}"] = max(first - per_step, 0.0)
         best = min(timings[mode], key=timings[mode].get)
