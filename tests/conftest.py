@@ -3,18 +3,10 @@ JAXDL_REQUIRE_DATA=1 (set by CI), in which case a missing data set fails its tes
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
-REQUIRE_DATA = os.environ.get("JAXDL_REQUIRE_DATA", "") == "1"
-
-
-def missing_data(reason: str):
-    """Skip (or, under JAXDL_REQUIRE_DATA=1, fail) a test whose data set is not installed."""
-    if REQUIRE_DATA:
-        pytest.fail(f"required data set missing: {reason}")
-    pytest.skip(reason)
+from jaxdl_testing import REQUIRE_DATA, missing_data  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import missing_data
+from jaxdl_testing import missing_data
 from jaxdl import cli, models
 from jaxdl.convert import import_torch, read_state_dict, write_safetensors
 from jaxdl.errors import CheckpointError, ConfigError

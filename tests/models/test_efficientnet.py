@@ -48,7 +48,7 @@ def _lite0_path() -> str | None:
 
 @pytest.fixture(scope="module")
 def lite0_state_dict():
-    from conftest import missing_data
+    from jaxdl_testing import missing_data
 
     path = _lite0_path()
     if path is None:
