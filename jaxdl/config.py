@@ -174,6 +174,9 @@ class TrainConfig:
     # new head) or that match a regular expression in ``init_skip`` keep their initialisation.
     init_from: str | None = None
     init_skip: tuple[str, ...] = ()
+    # "frozen": training steps run the model in inference mode — batch norm normalises with its running statistics
+    # and does not update them, dropout is off — the usual setting for a linear probe on a frozen backbone.
+    batch_stats: str = "update"
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,14 @@ def test_group_pattern_errors_name_the_key(tmp_path):
     with pytest.raises(CheckpointError, match="no variable matched the model"):
         other = save_variables(tmp_path / "other.npz", {"params": {"conv": {"kernel": np.ones((3, 3))}}})
         fit(cfg(**{"train.init_from": str(other)}), workdir=tmp_path / "c")
+
+
+def test_frozen_batch_stats_keep_running_statistics(tmp_path):
+    base = {"model.batch_norm": True}
+    moving = fit(cfg(**base), workdir=tmp_path / "a")
+    frozen = fit(cfg(**base, **{"train.batch_stats": "frozen"}), workdir=tmp_path / "b")
+    init_mean = np.zeros(32)
+    assert not np.allclose(moving.state.model_state["batch_stats"]["bn0"]["mean"], init_mean)
+    np.testing.assert_array_equal(frozen.state.model_state["batch_stats"]["bn0"]["mean"], init_mean)
+    with pytest.raises(ConfigError, match="train.batch_stats: expected 'update' or 'frozen', got 'fixed'"):
+        fit(cfg(**{"train.batch_stats": "fixed"}), workdir=tmp_path / "c")

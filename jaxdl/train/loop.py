@@ -93,6 +93,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.early_stopping.monitor: expected one of {', '.join(MONITORS)}, got {es.monitor!r}")
     if es.mode not in ("auto", "min", "max"):
         raise ConfigError(f"train.early_stopping.mode: expected auto, min or max, got {es.mode!r}")
+    if t.batch_stats not in ("update", "frozen"):
+        raise ConfigError(f"train.batch_stats: expected 'update' or 'frozen', got {t.batch_stats!r}")
     if es.patience < 1:
         raise ConfigError(f"train.early_stopping.patience: expected >= 1, got {es.patience}")
     optim.validate(cfg.optim)
@@ -115,7 +117,8 @@ def setup(cfg: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     optimizer = optim.build(cfg.optim, total)
     loss_fn = make_loss(cfg.loss, model, ds.num_classes)
     hp = make_hparams(cfg)
-    train_step = make_train_step(model, optimizer, loss_fn, augment_lib.make_augment(cfg.augment, ds.num_classes))
+    train_step = make_train_step(model, optimizer, loss_fn, augment_lib.make_augment(cfg.augment, ds.num_classes),
+                                 model_train_mode=cfg.train.batch_stats == "update")
     eval_step = make_eval_step(model, loss_fn)
     s = Setup(cfg, ds, model, optimizer, hp, train_step, eval_step, steps_per_epoch, total)
     check_shapes(s)

@@ -170,10 +170,12 @@ def init_state(model: Model, optimizer: optim.Optimizer, example_x: jax.Array, s
                       opt_state=optimizer.init(params, hp), rng=step_key)
 
 
-def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, augment=None):
+def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, augment=None,
+                    model_train_mode: bool = True):
     """``train_step(state, batch, hp) -> (state, metrics)`` with metrics loss, accuracy, grad_norm, lr.
 
     ``augment(batch, key, hp) -> batch`` (from :func:`jaxdl.augment.make_augment`) runs first, with its own key.
+    ``model_train_mode=False`` runs the model in inference mode (frozen batch statistics, no dropout).
     """
 
     def train_step(state: TrainState, batch: Batch, hp: HParams):
@@ -183,8 +185,8 @@ def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, a
         mask = batch.get("mask")
 
         def objective(params):
-            outputs, new_model_state = model.apply({"params": params, **state.model_state}, batch["x"], train=True,
-                                                   rng=rng, dropout_rate=hp["dropout"])
+            outputs, new_model_state = model.apply({"params": params, **state.model_state}, batch["x"],
+                                                   train=model_train_mode, rng=rng, dropout_rate=hp["dropout"])
             return loss_fn(outputs, batch["y"], mask, hp), (outputs, new_model_state)
 
         (loss, (outputs, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
