@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,6 +213,21 @@ def model_config_class(name: str) -> type[ModelConfig]:
         return _MODEL_CONFIGS[name]
     except KeyError:
         raise ConfigError("model.name: " + unknown_message("model", name, _MODEL_CONFIGS)) from None
+
+
+def config_variant(base: type[ModelConfig], name: str, **defaults: Any) -> type[ModelConfig]:
+    """A frozen subclass of ``base`` whose defaults are ``name`` and ``defaults`` — one registry name per preset
+    (``config_variant(ResNetConfig, "resnet50", depth=50)``) without a hand-written class for each."""
+    hints = typing.get_type_hints(base)
+    unknown = set(defaults) - set(hints)
+    if unknown:
+        raise TypeError(f"config_variant({base.__name__}, {name!r}): unknown fields {sorted(unknown)}")
+    items = {"name": name, **defaults}
+    cls_name = "".join(part.capitalize() for part in re.split(r"[^0-9A-Za-z]+", name)) + "Config"
+    fields = [(key, hints[key], field(default=value)) for key, value in items.items()]
+    cls = dataclasses.make_dataclass(cls_name, fields, bases=(base,), frozen=True)
+    cls.__module__ = base.__module__
+    return cls
 
 
 def model_config(name: str, **fields: Any) -> ModelConfig:

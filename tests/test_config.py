@@ -88,3 +88,12 @@ def test_load_config_variants_and_errors(tmp_path):
 def test_unknown_variant_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown variant 'tiny' of config 'digits_mlp'; known: smoke"):
         C.load_config("configs/digits_mlp.py:tiny")
+
+
+def test_config_variant_builds_a_preset_and_rejects_unknown_fields():
+    from jaxdl.models.resnet import ResNetConfig
+
+    cls = C.config_variant(ResNetConfig, "resnet7_test", depth=50)
+    assert cls().name == "resnet7_test" and cls().depth == 50 and issubclass(cls, ResNetConfig)
+    with pytest.raises(TypeError, match=r"unknown fields \['depht'\]"):
+        C.config_variant(ResNetConfig, "x", depht=50)

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.config import ModelConfig
+from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError
 from jaxdl.models.alexnet import channels_last, torch_default_bias_init, torch_default_kernel_init
 
@@ -65,70 +65,10 @@ class ResNetConfig(ModelConfig):
     zero_init_residual: bool = False
 
 
-@dataclass(frozen=True)
-class ResNet18Config(ResNetConfig):
-    name: str = "resnet18"
-    depth: int = 18
-
-
-@dataclass(frozen=True)
-class ResNet34Config(ResNetConfig):
-    name: str = "resnet34"
-    depth: int = 34
-
-
-@dataclass(frozen=True)
-class ResNet50Config(ResNetConfig):
-    name: str = "resnet50"
-    depth: int = 50
-
-
-@dataclass(frozen=True)
-class ResNet101Config(ResNetConfig):
-    name: str = "resnet101"
-    depth: int = 101
-
-
-@dataclass(frozen=True)
-class ResNet152Config(ResNetConfig):
-    name: str = "resnet152"
-    depth: int = 152
-
-
-@dataclass(frozen=True)
-class ResNet18CifarConfig(ResNet18Config):
-    name: str = "resnet18_cifar"
-    stem: str = "cifar"
-
-
-@dataclass(frozen=True)
-class ResNet34CifarConfig(ResNet34Config):
-    name: str = "resnet34_cifar"
-    stem: str = "cifar"
-
-
-@dataclass(frozen=True)
-class ResNet50CifarConfig(ResNet50Config):
-    name: str = "resnet50_cifar"
-    stem: str = "cifar"
-
-
-@dataclass(frozen=True)
-class ResNet101CifarConfig(ResNet101Config):
-    name: str = "resnet101_cifar"
-    stem: str = "cifar"
-
-
-@dataclass(frozen=True)
-class ResNet152CifarConfig(ResNet152Config):
-    name: str = "resnet152_cifar"
-    stem: str = "cifar"
-
-
-# registry name → config class
-VARIANTS: dict[str, type[ResNetConfig]] = {c.name: c for c in (
-    ResNet18Config, ResNet34Config, ResNet50Config, ResNet101Config, ResNet152Config,
-    ResNet18CifarConfig, ResNet34CifarConfig, ResNet50CifarConfig, ResNet101CifarConfig, ResNet152CifarConfig)}
+# registry name → config class (one preset per name; depth and stem follow from the name)
+VARIANTS: dict[str, type[ResNetConfig]] = {
+    f"resnet{depth}{suffix}": config_variant(ResNetConfig, f"resnet{depth}{suffix}", depth=depth, stem=stem)
+    for suffix, stem in (("", "imagenet"), ("_cifar", "cifar")) for depth in (18, 34, 50, 101, 152)}
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal_(fan_out, relu)
 

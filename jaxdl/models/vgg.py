@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 
-from jaxdl.config import ModelConfig
+from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError
 from jaxdl.models.alexnet import adaptive_avg_pool, channels_last, check_min_size, flatten_chw
 from jaxdl.nn import Dropout
@@ -59,57 +59,10 @@ class VGGConfig(ModelConfig):
     dropout: float = 0.5
 
 
-@dataclass(frozen=True)
-class VGG11Config(VGGConfig):
-    name: str = "vgg11"
-    depth: int = 11
-
-
-@dataclass(frozen=True)
-class VGG13Config(VGGConfig):
-    name: str = "vgg13"
-    depth: int = 13
-
-
-@dataclass(frozen=True)
-class VGG16Config(VGGConfig):
-    name: str = "vgg16"
-    depth: int = 16
-
-
-@dataclass(frozen=True)
-class VGG19Config(VGGConfig):
-    name: str = "vgg19"
-    depth: int = 19
-
-
-@dataclass(frozen=True)
-class VGG11BNConfig(VGG11Config):
-    name: str = "vgg11_bn"
-    batch_norm: bool = True
-
-
-@dataclass(frozen=True)
-class VGG13BNConfig(VGG13Config):
-    name: str = "vgg13_bn"
-    batch_norm: bool = True
-
-
-@dataclass(frozen=True)
-class VGG16BNConfig(VGG16Config):
-    name: str = "vgg16_bn"
-    batch_norm: bool = True
-
-
-@dataclass(frozen=True)
-class VGG19BNConfig(VGG19Config):
-    name: str = "vgg19_bn"
-    batch_norm: bool = True
-
-
-# registry name → config class
-VARIANTS: dict[str, type[VGGConfig]] = {c.name: c for c in (VGG11Config, VGG11BNConfig, VGG13Config, VGG13BNConfig,
-                                                              VGG16Config, VGG16BNConfig, VGG19Config, VGG19BNConfig)}
+# registry name → config class (one preset per name; depth and batch norm follow from the name)
+VARIANTS: dict[str, type[VGGConfig]] = {
+    f"vgg{depth}{suffix}": config_variant(VGGConfig, f"vgg{depth}{suffix}", depth=depth, batch_norm=bn)
+    for depth in (11, 13, 16, 19) for suffix, bn in (("", False), ("_bn", True))}
 
 
 class VGG(nn.Module):
