@@ -29,16 +29,17 @@ from jaxdl.experiment.plan import Plan, build_plan, print_plan, sweep_dir_for
 from jaxdl.experiment.store import FINISHED, SweepStore
 from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
 from jaxdl.train import rundir
-from jaxdl.train.loop import (Programs, _probe_key, read_cache, setup, stack_hparams, time_runner, train_group,
-                              write_cache)
+from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, read_cache, setup, stack_hparams, time_runner,
+                              train_group, write_cache)
 from jaxdl.train.step import signature
 
 FUSE_MODES = ("auto", "always", "never")
 EXECUTORS = ("inline", "processes", "ray")
 
 
-def decide_fusion(cfgs: list[Config], fuse: str) -> dict[str, Any]:
-    """``{"fused": bool, "reason": str, ...}`` for a group of members sharing one signature."""
+def decide_fusion(cfgs: list[Config], fuse: str, dataset=None) -> dict[str, Any]:
+    """``{"fused": bool, "reason": str, ...}`` for a group of members sharing one signature. ``dataset``: the data
+    set already loaded for this group (else the probe loads it)."""
     if fuse not in FUSE_MODES:
         raise ConfigError(f"--fuse: expected one of {', '.join(FUSE_MODES)}, got {fuse!r}")
     count = len(cfgs)
@@ -50,7 +51,7 @@ def decide_fusion(cfgs: list[Config], fuse: str) -> dict[str, Any]:
     cached = read_cache("fuse_probe.json").get(key)
     if cached:
         return {**cached, "how": "cached probe"}
-    return {**probe_fusion(cfgs, key), "how": "probe"}
+    return {**probe_fusion(cfgs, key, dataset), "how": "probe"}
 
 
 def speed_key(cfg: Config, count: int) -> str:
@@ -64,55 +65,53 @@ def speed_key(cfg: Config, count: int) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def probe_fusion(cfgs: list[Config], cache_key: str | None = None) -> dict[str, Any]:
+def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None) -> dict[str, Any]:
     """Time one member's step and the fused population's step on copies of the real initial states.
 
-    The single-member programs are probed with each driver (when ``train.driver=auto``); the fused program only
-    with the driver the single member preferred (the same operations are slow or fast in both). Each candidate
-    runs one step that compiles it and a few timed steps. Returns the decision with its numbers; the compiled
-    programs are kept under ``"programs"`` (not cached) so the chosen mode trains without recompiling.
+    The single-member step is probed with the drivers worth trying (``train.driver=auto``: host, and scan where a
+    host step is short enough for scan to gain, see :func:`jaxdl.train.loop.probe_drivers`); the fused step only with
+    the driver the single member preferred (the same operations are slow or fast in both). Each timing is capped at
+    a fraction of a second, and both candidates share one compiled initialisation, so the probe costs little more
+    than compiling the losing candidate. Returns the decision with its numbers; the compiled programs of the winner
+    are kept under ``"programs"`` (not cached) so the chosen mode trains without recompiling.
     """
     count = len(cfgs)
-    drivers = ["scan", "host"] if cfgs[0].train.driver == "auto" else [cfgs[0].train.driver]
-    timings: dict[str, dict[str, float]] = {"fused": {}, "single": {}}
-    compile_s: dict[str, float] = {}
-    programs: dict[str, Programs] = {}
-    for mode in ("single", "fused"):
-        s = setup(cfgs[0])
-        s.fused = mode == "fused"
-        members = cfgs if s.fused else cfgs[:1]
-        hp = stack_hparams(members) if s.fused else s.hparams
-        programs[mode] = Programs(s)
-        seeds = [c.seed for c in members]
-        state = programs[mode].init(seeds, hp)
-        active = jnp.ones(count, bool) if s.fused else jnp.asarray(True)
-        # Time full segments (as training runs them). The fused candidate gets as many steps as ~2 s would allow
-        # at the one-by-one cost, so a slow fused program (e.g. convolutions on a CPU) cannot stall the probe.
-        chunk = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, s.total_steps - 1))
-        if mode == "single":
-            steps, candidates = chunk, drivers
-        else:
-            single_t = min(timings["single"].values())
-            steps = int(max(1, min(chunk, 2.0 // max(count * single_t, 1e-9))))
-            candidates = [min(timings["single"], key=timings["single"].get)]
-        for d in candidates:
-            first, per_step = time_runner(programs[mode].runner(d), state, active, hp, seeds, steps, repeats=3)
-            timings[mode][d] = per_step
-            compile_s[f"{mode}/{d}"] = max(first - per_step, 0.0)
-        best = min(timings[mode], key=timings[mode].get)
-        info = {"chosen": best, "seconds_per_step": timings[mode], "probe_steps": steps, "how": "fusion probe"}
-        programs[mode].driver = (best, info)
-        write_cache("driver_probe.json", _probe_key(s, len(members)), info)
-    fused_t = min(timings["fused"].values())
-    seq_t = count * min(timings["single"].values())
+    seeds = [c.seed for c in cfgs]
+    single_s = setup(cfgs[0], dataset)
+    fused_s = dataclasses.replace(single_s, fused=True)
+    single = Programs(single_s)
+    fused_p = Programs(fused_s, share=single)
+    hp1, hps = single_s.hparams, stack_hparams(cfgs)
+    state1 = single.init(seeds[:1], hp1)
+    if cfgs[0].train.driver == "auto":
+        drivers = probe_drivers(single_s, state1, jnp.asarray(True), hp1, seeds[:1], single.runner)
+    else:
+        first, per_step = time_runner(single.runner(cfgs[0].train.driver), state1, jnp.asarray(True), hp1,
+                                      seeds[:1], probe_steps(single_s))
+        drivers = {"chosen": cfgs[0].train.driver, "seconds_per_step": {cfgs[0].train.driver: per_step},
+                   "compile_s": {cfgs[0].train.driver: max(first - per_step, 0.0)}}
+    driver = drivers["chosen"]
+    single.driver = (driver, {**drivers, "how": "fusion probe"})
+    write_cache("driver_probe.json", _probe_key(single_s, 1), drivers)
+    first, fused_t = time_runner(fused_p.runner(driver), fused_p.init(seeds, hps), jnp.ones(count, bool), hps, seeds,
+                                 probe_steps(fused_s))
+    fused_info = {"chosen": driver, "seconds_per_step": {driver: fused_t}, "how": "fusion probe"}
+    fused_p.driver = (driver, fused_info)
+    write_cache("driver_probe.json", _probe_key(fused_s, count), fused_info)
+    seq_t = count * drivers["seconds_per_step"][driver]
     fused = fused_t < seq_t
-    record = {"fused": fused, "timings": timings, "compile_s": compile_s, "fused_s_per_step": fused_t,
-              "one_by_one_s_per_step": seq_t,
+    record = {"fused": fused, "driver": driver,
+              "timings": {"fused": {driver: fused_t}, "single": drivers["seconds_per_step"]},
+              "compile_s": {**{f"single/{d}": v for d, v in drivers["compile_s"].items()},
+                            f"fused/{driver}": max(first - fused_t, 0.0)},
+              "fused_s_per_step": fused_t, "one_by_one_s_per_step": seq_t,
               "reason": f"probe: fused {fused_t * 1e3:.2f} ms vs one by one {seq_t * 1e3:.2f} ms per step of "
-                        f"{count} members"}
+                        f"{count} members ({driver} driver)"}
+    if "skipped" in drivers:
+        record["skipped"] = drivers["skipped"]
     if cache_key:
         write_cache("fuse_probe.json", cache_key, record)
-    return {**record, "programs": programs["fused" if fused else "single"]}
+    return {**record, "programs": fused_p if fused else single}
 
 
 def _has_checkpoints(run_dir: Path) -> bool:

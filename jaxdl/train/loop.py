@@ -301,6 +301,12 @@ def _host_runner(s: Setup):
 
 RUNNERS = {"scan": _scan_runner, "host": _host_runner}
 
+# Timed probes (driver choice, fuse or not): segments of about PROBE_SEGMENT_S until PROBE_BUDGET_S is spent.
+PROBE_SEGMENT_S = 0.1
+PROBE_BUDGET_S = 0.3
+# The scan driver is probed only when a host-driven step is faster than this (see probe_drivers).
+SCAN_PROBE_BELOW_S = 2e-3
+
 
 def _probe_key(s: Setup, members: int) -> str:
     device = jax.devices()[0]
@@ -336,47 +342,56 @@ def write_cache(name: str, key: str, record: dict[str, Any]) -> None:
         pass
 
 
-def time_runner(run, state, active, hp, seeds: list[int], steps: int, repeats: int = 1,
-                budget_s: float = 1.0) -> tuple[float, float]:
-    """``(first_call_s, s_per_step)`` of ``run`` on a copy of ``state``: one step that compiles, then up to
-    ``repeats`` timed segments of ``steps`` steps (stopping once ``budget_s`` is spent); the fastest counts.
-    Every segment length shares one program, so the one-step warm-up compiles everything."""
+def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget_s: float = PROBE_BUDGET_S,
+                segment_s: float = PROBE_SEGMENT_S) -> tuple[float, float]:
+    """``(first_call_s, s_per_step)`` of ``run`` on a copy of ``state``.
+
+    One step compiles the program (every segment length shares it); one more step estimates the step's cost; then
+    segments of about ``segment_s`` (at most ``max_steps`` steps) run until ``budget_s`` is spent. The fastest segment
+    counts. A step that alone costs more than the budget is timed once — enough to rank it, and a slow candidate
+    (e.g. a vmapped convolution on a CPU) cannot stall the probe."""
     probe = jax.tree.map(jnp.copy, state)
     t0 = time.perf_counter()
     probe, act, m = run(probe, active, hp, seeds, 0, 0, 1)
     jax.block_until_ready(m)
     first = time.perf_counter() - t0
-    best, spent = float("inf"), 0.0
-    for _ in range(max(1, repeats)):
+    best, spent, steps = float("inf"), 0.0, 1
+    while True:
         t0 = time.perf_counter()
         probe, act, m = run(probe, act, hp, seeds, 0, 1, steps)
         jax.block_until_ready(m)
         took = time.perf_counter() - t0
         best, spent = min(best, took / steps), spent + took
-        if spent > budget_s:
-            break
-    return first, best
+        if spent >= budget_s:
+            return first, best
+        steps = int(max(1, min(max_steps, segment_s / max(best, 1e-9))))
 
 
 class Programs:
     """The compiled pieces of one signature — initialisation, drivers, evaluation — built once and shared by every
     run of a group (hyperparameters and seeds are arguments, so members never recompile)."""
 
-    def __init__(self, s: Setup):
+    def __init__(self, s: Setup, share: Programs | None = None):
         self.s = s
         self.runners: dict[str, Any] = {}
         self.driver: tuple[str, dict[str, Any]] | None = None
         self.evaluate = make_evaluator(s, s.fused)
-        example = jnp.zeros((1, *s.dataset.input_shape), s.dataset.train.x.dtype)
-
-        def one(key, hp):
-            return init_state(s.model, s.optimizer, example, key, hp)
-
-        self._init = jax.jit(jax.vmap(one) if s.fused else one)
+        if share is not None:  # same model and optimizer (e.g. the single and the fused candidates of a probe)
+            self._init = share._init
+        else:
+            example = jnp.zeros((1, *s.dataset.input_shape), s.dataset.train.x.dtype)
+            self._init = jax.jit(lambda key, hp: init_state(s.model, s.optimizer, example, key, hp))
 
     def init(self, seeds: list[int], hp) -> TrainState:
-        keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
-        return self._init(keys if self.s.fused else keys[0], hp)
+        """The initial state of one run, or of a population: each member initialised by the single-run program
+        (so a fused member starts exactly where its standalone run starts, and both modes share one compilation),
+        stacked on the host."""
+        if not self.s.fused:
+            return self._init(jax.random.PRNGKey(seeds[0]), hp)
+        host_hp = _to_host(hp)
+        each = [_to_host(self._init(jax.random.PRNGKey(seed), jax.tree.map(jnp.asarray, member(host_hp, i))))
+                for i, seed in enumerate(seeds)]
+        return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
 
     def runner(self, name: str):
         if name not in self.runners:
@@ -397,13 +412,31 @@ def choose_driver(s: Setup, state, active, hp, seeds: list[int], runner=None) ->
     cached = read_cache("driver_probe.json").get(key)
     if cached:
         return cached["chosen"], {**cached, "how": "cached probe"}
-    runner = runner or (lambda name: RUNNERS[name](s))
-    n = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, s.total_steps - 1))
-    timings = {name: time_runner(runner(name), state, active, hp, seeds, n, repeats=3)[1] for name in RUNNERS}
-    chosen = min(timings, key=timings.get)
-    record = {"chosen": chosen, "seconds_per_step": timings, "probe_steps": n}
+    record = probe_drivers(s, state, active, hp, seeds, runner or (lambda name: RUNNERS[name](s)))
     write_cache("driver_probe.json", key, record)
-    return chosen, {**record, "how": "probe"}
+    return record["chosen"], {**record, "how": "probe"}
+
+
+def probe_steps(s: Setup) -> int:
+    """The longest timed segment a probe may run: one chunk, within the first epoch and the run."""
+    return max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, s.total_steps - 1))
+
+
+def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner) -> dict[str, Any]:
+    """Time the host driver, and the scan driver only where it could win: what scan saves is the per-step dispatch
+    and transfer, so a host step slower than ``SCAN_PROBE_BELOW_S`` leaves it nothing worth a compilation.
+    Returns ``{"chosen", "seconds_per_step": {driver: s}, "compile_s": {driver: s}, "skipped"?}``."""
+    n = probe_steps(s)
+    timings, compile_s, record = {}, {}, {"probe_steps": n}
+    for name in ("host", "scan"):
+        if name == "scan" and timings["host"] >= SCAN_PROBE_BELOW_S:
+            record["skipped"] = (f"scan not probed: a host step takes {timings['host'] * 1e3:.1f} ms "
+                                 f"(>= {SCAN_PROBE_BELOW_S * 1e3:g} ms)")
+            continue
+        first, timings[name] = time_runner(runner(name), state, active, hp, seeds, n)
+        compile_s[name] = max(first - timings[name], 0.0)
+    record.update(chosen=min(timings, key=timings.get), seconds_per_step=timings, compile_s=compile_s)
+    return record
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -82,6 +82,43 @@ def test_auto_driver_probes_and_caches(tmp_path, digits, monkeypatch):
     assert again["how"] == "cached probe" and again["chosen"] == info["chosen"]
 
 
+def test_probe_skips_scan_when_a_host_step_is_slow(tmp_path, digits, monkeypatch):
+    """What scan saves is per-step dispatch; a host step above the threshold is not worth a scan compilation."""
+    from jaxdl.train import loop
+
+    monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(loop, "SCAN_PROBE_BELOW_S", 0.0)
+    fit(small_cfg(**{"train.driver": "auto", "train.checkpoints": False}), workdir=tmp_path / "a", dataset=digits)
+    info = json.loads((tmp_path / "a" / "config.json").read_text())["driver"]
+    assert info["chosen"] == "host" and set(info["seconds_per_step"]) == {"host"}
+    assert "scan not probed: a host step takes" in info["skipped"]
+
+
+def test_time_runner_caps_a_slow_candidate():
+    """A candidate whose step costs more than the probe budget runs its compiling step and one timed step only."""
+    from jaxdl.train.loop import time_runner
+
+    calls = []
+
+    def slow(state, active, hp, seeds, epoch, offset, length):
+        calls.append(length)
+        time.sleep(0.2 * length)
+        return state, active, jnp.zeros(length)
+
+    first, per_step = time_runner(slow, {"w": jnp.ones(3)}, True, {}, [0], max_steps=50, budget_s=0.15)
+    assert calls == [1, 1] and per_step == pytest.approx(0.2, rel=0.5) and first >= 0.2
+
+    calls.clear()
+
+    def fast(state, active, hp, seeds, epoch, offset, length):
+        calls.append(length)
+        time.sleep(0.001 * length)
+        return state, active, jnp.zeros(length)
+
+    time_runner(fast, {"w": jnp.ones(3)}, True, {}, [0], max_steps=50, budget_s=0.2, segment_s=0.05)
+    assert calls[:2] == [1, 1] and 10 < max(calls) <= 50 and sum(calls) < 400  # grows, capped; stops on budget
+
+
 def test_hparams_change_without_retracing(digits):
     s = setup(small_cfg(), digits)
     from jaxdl.train.loop import initial_state

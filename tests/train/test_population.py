@@ -80,6 +80,24 @@ def test_members_share_one_compilation(fused, tmp_path, digits):
     assert programs._init._cache_size() == 1
 
 
+def test_population_starts_where_its_standalone_runs_start(digits):
+    """A population's initial state is its members' standalone initial states, stacked (bit for bit), built by the
+    single-run init program — one compilation for both modes."""
+    from jaxdl.train.loop import stack_hparams
+
+    cfgs = [member_cfg(i, **v) for i, v in enumerate(VARIED)]
+    single = Programs(setup(cfgs[0], digits))
+    s = setup(cfgs[0], digits)
+    s.fused = True
+    fused = Programs(s, share=single)
+    pop = fused.init([c.seed for c in cfgs], stack_hparams(cfgs))
+    alone = single.init([cfgs[2].seed], setup(cfgs[2], digits).hparams)
+    for a, b in zip(jax.tree.leaves(pop), jax.tree.leaves(alone)):
+        assert a.shape == (3, *b.shape)
+        np.testing.assert_array_equal(np.asarray(a[2]), np.asarray(b))
+    assert single._init._cache_size() == 1
+
+
 def test_diverged_member_is_frozen_while_the_rest_finish(tmp_path, digits):
     cfgs = [member_cfg(0), member_cfg(1, **{"optim.lr": 1e30}), member_cfg(2, **{"optim.lr": 1e-2})]
     res = train_group(cfgs, [tmp_path / f"r{i}" for i in range(3)], fused=True, dataset=digits,
