@@ -71,3 +71,16 @@ def test_training_into_a_used_workdir_is_refused(tmp_path, capsys):
     assert cli.main(["train", "configs/digits_mlp.py:smoke", "--workdir", str(tmp_path)]) == 0
     assert cli.main(["train", "configs/digits_mlp.py:smoke", "--workdir", str(tmp_path)]) == 2
     assert "jaxdl resume" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options(capsys):
+    args = cli.parse(["train", "configs/digits_mlp.py", "optim.lr=1e-3", "--workdir", "w", "seed=3"])
+    assert args.overrides == ["optim.lr=1e-3", "seed=3"] and args.workdir == "w"
+    args = cli.parse(["sweep", "experiments/quickstart.py", "--dry-run", "seed=1"])
+    assert args.overrides == ["seed=1"] and args.dry_run
+    with pytest.raises(SystemExit):
+        cli.parse(["train", "configs/digits_mlp.py", "--workdir", "w", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse(["models", "seed=1"])  # a command without overrides
+    assert "unrecognized arguments: seed=1" in capsys.readouterr().err
