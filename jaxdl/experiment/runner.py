@@ -83,18 +83,13 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     fused_p = Programs(fused_s, share=single)
     hp1, hps = single_s.hparams, stack_hparams(cfgs)
     state1 = single.init(seeds[:1], hp1)
-    if cfgs[0].train.driver == "auto":
-        drivers = probe_drivers(single_s, state1, jnp.asarray(True), hp1, seeds[:1], single.runner)
-    else:
-        first, per_step = time_runner(single.runner(cfgs[0].train.driver), state1, jnp.asarray(True), hp1,
-                                      seeds[:1], probe_steps(single_s))
-        drivers = {"chosen": cfgs[0].train.driver, "seconds_per_step": {cfgs[0].train.driver: per_step},
-                   "compile_s": {cfgs[0].train.driver: max(first - per_step, 0.0)}}
+    work = count * single_s.total_steps  # member-steps the decision covers
+    drivers = probe_drivers(single_s, state1, jnp.asarray(True), hp1, seeds[:1], single.runner, work)
     driver = drivers["chosen"]
     single.driver = (driver, {**drivers, "how": "fusion probe"})
     write_cache("driver_probe.json", _probe_key(single_s, 1), drivers)
     first, fused_t = time_runner(fused_p.runner(driver), fused_p.init(seeds, hps), jnp.ones(count, bool), hps, seeds,
-                                 probe_steps(fused_s))
+                                 probe_steps(fused_s), work_steps=fused_s.total_steps)
     fused_info = {"chosen": driver, "seconds_per_step": {driver: fused_t}, "how": "fusion probe"}
     fused_p.driver = (driver, fused_info)
     write_cache("driver_probe.json", _probe_key(fused_s, count), fused_info)

@@ -304,6 +304,9 @@ RUNNERS = {"scan": _scan_runner, "host": _host_runner}
 # Timed probes (driver choice, fuse or not): segments of about PROBE_SEGMENT_S until PROBE_BUDGET_S is spent.
 PROBE_SEGMENT_S = 0.1
 PROBE_BUDGET_S = 0.3
+# ... or, when the work a candidate decides is known, PROBE_FRACTION of it (at least PROBE_MIN_S).
+PROBE_FRACTION = 0.01
+PROBE_MIN_S = 0.02
 # The scan driver is probed only when a host-driven step is faster than this (see probe_drivers).
 SCAN_PROBE_BELOW_S = 2e-3
 
@@ -343,13 +346,16 @@ def write_cache(name: str, key: str, record: dict[str, Any]) -> None:
 
 
 def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget_s: float = PROBE_BUDGET_S,
-                segment_s: float = PROBE_SEGMENT_S) -> tuple[float, float]:
+                segment_s: float = PROBE_SEGMENT_S, work_steps: int | None = None) -> tuple[float, float]:
     """``(first_call_s, s_per_step)`` of ``run`` on a copy of ``state``.
 
     One step compiles the program (every segment length shares it); one more step estimates the step's cost; then
-    segments of about ``segment_s`` (at most ``max_steps`` steps) run until ``budget_s`` is spent. The fastest segment
-    counts. A step that alone costs more than the budget is timed once — enough to rank it, and a slow candidate
-    (e.g. a vmapped convolution on a CPU) cannot stall the probe."""
+    segments of about ``segment_s`` (at most ``max_steps`` steps) run until the budget is spent. The fastest segment
+    counts. The budget is ``budget_s`` or, when ``work_steps`` (the steps this candidate would run if chosen) is
+    given, ``PROBE_FRACTION`` of the work it decides if that is less (but at least ``PROBE_MIN_S``): a probe never
+    costs much next to a short run, and candidates close enough for the shorter timing to confuse them cost about the
+    same. A step that alone exceeds the budget is timed once — enough to rank it: a slow candidate (e.g. a vmapped
+    convolution on a CPU) cannot stall the probe."""
     probe = jax.tree.map(jnp.copy, state)
     t0 = time.perf_counter()
     probe, act, m = run(probe, active, hp, seeds, 0, 0, 1)
@@ -362,9 +368,10 @@ def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget
         jax.block_until_ready(m)
         took = time.perf_counter() - t0
         best, spent = min(best, took / steps), spent + took
-        if spent >= budget_s:
+        budget = budget_s if work_steps is None else min(budget_s, max(PROBE_MIN_S, PROBE_FRACTION * work_steps * best))
+        if spent >= budget:
             return first, best
-        steps = int(max(1, min(max_steps, segment_s / max(best, 1e-9))))
+        steps = int(max(1, min(max_steps, min(segment_s, budget / 2) / max(best, 1e-9))))
 
 
 class Programs:
@@ -422,18 +429,23 @@ def probe_steps(s: Setup) -> int:
     return max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch - 1, s.total_steps - 1))
 
 
-def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner) -> dict[str, Any]:
-    """Time the host driver, and the scan driver only where it could win: what scan saves is the per-step dispatch
-    and transfer, so a host step slower than ``SCAN_PROBE_BELOW_S`` leaves it nothing worth a compilation.
+def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner, work_steps: int | None = None
+                  ) -> dict[str, Any]:
+    """With ``train.driver=auto``, time the host driver, and the scan driver only where it could win: what scan saves
+    is the per-step dispatch and transfer, so a host step slower than ``SCAN_PROBE_BELOW_S`` leaves it nothing worth
+    a compilation. Otherwise time the configured driver.
+    ``work_steps``: the steps the chosen driver will run (default: this run's), which bounds the timing.
     Returns ``{"chosen", "seconds_per_step": {driver: s}, "compile_s": {driver: s}, "skipped"?}``."""
     n = probe_steps(s)
     timings, compile_s, record = {}, {}, {"probe_steps": n}
-    for name in ("host", "scan"):
-        if name == "scan" and timings["host"] >= SCAN_PROBE_BELOW_S:
+    candidates = ("host", "scan") if s.cfg.train.driver == "auto" else (s.cfg.train.driver,)
+    for name in candidates:
+        if name == "scan" and timings.get("host", 0.0) >= SCAN_PROBE_BELOW_S:
             record["skipped"] = (f"scan not probed: a host step takes {timings['host'] * 1e3:.1f} ms "
                                  f"(>= {SCAN_PROBE_BELOW_S * 1e3:g} ms)")
             continue
-        first, timings[name] = time_runner(runner(name), state, active, hp, seeds, n)
+        first, timings[name] = time_runner(runner(name), state, active, hp, seeds, n,
+                                           work_steps=work_steps or s.total_steps)
         compile_s[name] = max(first - timings[name], 0.0)
     record.update(chosen=min(timings, key=timings.get), seconds_per_step=timings, compile_s=compile_s)
     return record
