@@ -33,11 +33,10 @@ from dataclasses import dataclass
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxdl.config import ModelConfig
 from jaxdl.errors import ModelInputError
-from jaxdl.nn import Dropout
+from jaxdl.nn import Dropout, adaptive_avg_pool
 
 # Smallest input side AlexNet accepts: (63 + 2·2 − 11) // 4 + 1 = 15 → 7 → 3 → 1 after the three max-pools.
 ALEXNET_MIN_SIZE = 63
@@ -53,35 +52,6 @@ class AlexNetConfig(ModelConfig):
 # --------------------------------------------------------------------------------------------------------------------
 # Shared helpers (used by VGG and ResNet too)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _pool_matrix(size: int, out: int) -> np.ndarray:
-    """(out, size) averaging matrix of PyTorch's adaptive pooling: row i averages [⌊i·size/out⌋, ⌈(i+1)·size/out⌉)."""
-    m = np.zeros((out, size), np.float32)
-    for i in range(out):
-        start = (i * size) // out
-        end = -((-(i + 1) * size) // out)  # ceil((i + 1) * size / out)
-        m[i, start:end] = 1.0 / (end - start)
-    return m
-
-
-def adaptive_avg_pool(x: jax.Array, output_size: int | tuple[int, int]) -> jax.Array:
-    """Exact adaptive average pooling of NHWC ``x`` to ``output_size`` (PyTorch's ``adaptive_avg_pool2d`` bins).
-
-    Output cell (i, j) averages rows ``⌊i·H/h⌋ … ⌈(i+1)·H/h⌉ − 1`` and the same columns; bins may overlap and, when
-    the input is smaller than the output, cells are replicated. Works for any static H, W ≥ 1. Implemented as two
-    small averaging matrices (separable), so it is cheap and differentiable; equal sizes are the identity and
-    divisible sizes a plain reshape-mean.
-    """
-    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
-    b, h, w, c = x.shape
-    if (h, w) == (oh, ow):
-        return x
-    if h % oh == 0 and w % ow == 0:
-        return x.reshape(b, oh, h // oh, ow, w // ow, c).mean(axis=(2, 4))  # (B, oh, ow, C)
-    ph = jnp.asarray(_pool_matrix(h, oh), x.dtype)
-    pw = jnp.asarray(_pool_matrix(w, ow), x.dtype)
-    return jnp.einsum("ih,bhwc,jw->bijc", ph, x, pw, precision=jax.lax.Precision.HIGHEST)  # (B, oh, ow, C)
 
 
 def torch_default_kernel_init():
@@ -168,4 +138,4 @@ def build_alexnet(cfg: AlexNetConfig, num_classes: int) -> nn.Module:
     return AlexNet(num_outputs=num_classes, dropout=cfg.dropout, model_name=cfg.name)
 
 
-__all__ = ["ALEXNET_MIN_SIZE", "AlexNet", "AlexNetConfig", "adaptive_avg_pool", "build_alexnet"]
+__all__ = ["ALEXNET_MIN_SIZE", "AlexNet", "AlexNetConfig", "build_alexnet"]

@@ -32,8 +32,8 @@ import jax
 
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError
-from jaxdl.models.alexnet import adaptive_avg_pool, channels_last, check_min_size, flatten_chw
-from jaxdl.nn import Dropout
+from jaxdl.models.alexnet import channels_last, check_min_size, flatten_chw
+from jaxdl.nn import Dropout, adaptive_avg_pool
 
 # torchvision's cfgs: numbers are conv widths, "M" a 2×2/2 max-pool.
 LAYOUTS: dict[int, tuple[int | str, ...]] = {

@@ -9,7 +9,7 @@ import pytest
 
 import jaxdl.models as models
 from jaxdl.errors import ModelInputError
-from jaxdl.models.alexnet import adaptive_avg_pool
+from jaxdl.nn import adaptive_avg_pool
 
 
 def cheap_variables(model, x):
