@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.config import ModelConfig
+from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError, JaxdlError
 from jaxdl.nn import Dropout
 
@@ -119,7 +119,7 @@ PADDINGS = ("torch", "same")
 @dataclass(frozen=True)
 class EfficientNetConfig(ModelConfig):
     """EfficientNet; registered as ``efficientnet_b0`` … ``efficientnet_b7`` and ``efficientnet_lite0`` …
-    ``efficientnet_lite4`` (the subclasses below set ``name``/``variant``)."""
+    ``efficientnet_lite4`` (presets from ``config_variant`` set ``name``/``variant``)."""
 
     name: str = "efficientnet_b0"
     # b0 … b7 | lite0 … lite4
@@ -132,18 +132,9 @@ class EfficientNetConfig(ModelConfig):
     padding: str | None = None
 
 
-def _variant_config(variant: str) -> type[EfficientNetConfig]:
-    cls = dataclass(frozen=True)(type(
-        f"EfficientNet{variant.capitalize()}Config", (EfficientNetConfig,),
-        {"__annotations__": {"name": "str", "variant": "str"}, "name": f"efficientnet_{variant}",
-         "variant": variant, "__module__": __name__, "__doc__": f"EfficientNet-{variant.capitalize()}."}))
-    cls.__qualname__ = cls.__name__
-    globals()[cls.__name__] = cls  # importable (and picklable) as jaxdl.models.efficientnet.<name>
-    return cls
-
-
-# registry name → config class (EfficientNetB0Config … EfficientNetLite4Config)
-VARIANTS: dict[str, type[EfficientNetConfig]] = {f"efficientnet_{v}": _variant_config(v) for v in VARIANT_SPECS}
+# registry name → config class (one preset per name: efficientnet_b0 … efficientnet_lite4)
+VARIANTS: dict[str, type[EfficientNetConfig]] = {
+    f"efficientnet_{v}": config_variant(EfficientNetConfig, f"efficientnet_{v}", variant=v) for v in VARIANT_SPECS}
 
 
 # --------------------------------------------------------------------------------------------------------------------
