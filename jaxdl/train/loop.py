@@ -345,22 +345,52 @@ def write_cache(name: str, key: str, record: dict[str, Any]) -> None:
         pass
 
 
+class _CompileClock:
+    """Seconds JAX spends tracing, lowering and compiling while the context is open (``jax.monitoring`` events)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.available = hasattr(jax.monitoring, "unregister_event_duration_listener")
+
+    def _listen(self, event: str, duration: float, **_):
+        if event.startswith("/jax/core/compile/"):
+            self.seconds += duration
+
+    def __enter__(self):
+        if self.available:
+            jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        if self.available:
+            jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
 def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget_s: float = PROBE_BUDGET_S,
                 segment_s: float = PROBE_SEGMENT_S, work_steps: int | None = None) -> tuple[float, float]:
-    """``(first_call_s, s_per_step)`` of ``run`` on a copy of ``state``.
+    """``(compile_s, s_per_step)`` of ``run`` on a copy of ``state``.
 
-    One step compiles the program (every segment length shares it); one more step estimates the step's cost; then
-    segments of about ``segment_s`` (at most ``max_steps`` steps) run until the budget is spent. The fastest segment
-    counts. The budget is ``budget_s`` or, when ``work_steps`` (the steps this candidate would run if chosen) is
-    given, ``PROBE_FRACTION`` of the work it decides if that is less (but at least ``PROBE_MIN_S``): a probe never
-    costs much next to a short run, and candidates close enough for the shorter timing to confuse them cost about the
-    same. A step that alone exceeds the budget is timed once — enough to rank it: a slow candidate (e.g. a vmapped
-    convolution on a CPU) cannot stall the probe."""
+    One step compiles the program (every segment length shares it); what that call spent beyond compiling estimates
+    the step's cost; then segments of about ``segment_s`` (at most ``max_steps`` steps) run until the budget is
+    spent. The fastest segment counts. The budget is ``budget_s`` or, when ``work_steps`` (the steps this candidate
+    would run if chosen) is given, ``PROBE_FRACTION`` of the work it decides if that is less (but at least
+    ``PROBE_MIN_S``): a probe never costs much next to a short run, and candidates close enough for the shorter timing
+    to confuse them cost about the same. A step that alone exceeds the budget is not run again — enough to rank it:
+    a slow candidate (e.g. a vmapped convolution on a CPU) costs its compilation and one step."""
+
+    def budget(per_step: float) -> float:
+        if work_steps is None:
+            return budget_s
+        return min(budget_s, max(PROBE_MIN_S, PROBE_FRACTION * work_steps * per_step))
+
     probe = jax.tree.map(jnp.copy, state)
     t0 = time.perf_counter()
-    probe, act, m = run(probe, active, hp, seeds, 0, 0, 1)
-    jax.block_until_ready(m)
+    with _CompileClock() as clock:
+        probe, act, m = run(probe, active, hp, seeds, 0, 0, 1)
+        jax.block_until_ready(m)
     first = time.perf_counter() - t0
+    if clock.available and first - clock.seconds >= budget(first - clock.seconds):
+        return clock.seconds, first - clock.seconds
     best, spent, steps = float("inf"), 0.0, 1
     while True:
         t0 = time.perf_counter()
@@ -368,10 +398,9 @@ def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget
         jax.block_until_ready(m)
         took = time.perf_counter() - t0
         best, spent = min(best, took / steps), spent + took
-        budget = budget_s if work_steps is None else min(budget_s, max(PROBE_MIN_S, PROBE_FRACTION * work_steps * best))
-        if spent >= budget:
-            return first, best
-        steps = int(max(1, min(max_steps, min(segment_s, budget / 2) / max(best, 1e-9))))
+        if spent >= budget(best):
+            return (clock.seconds if clock.available else max(first - best, 0.0)), best
+        steps = int(max(1, min(max_steps, min(segment_s, budget(best) / 2) / max(best, 1e-9))))
 
 
 class Programs:
@@ -444,9 +473,8 @@ def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner, work_st
             record["skipped"] = (f"scan not probed: a host step takes {timings['host'] * 1e3:.1f} ms "
                                  f"(>= {SCAN_PROBE_BELOW_S * 1e3:g} ms)")
             continue
-        first, timings[name] = time_runner(runner(name), state, active, hp, seeds, n,
-                                           work_steps=work_steps or s.total_steps)
-        compile_s[name] = max(first - timings[name], 0.0)
+        compile_s[name], timings[name] = time_runner(runner(name), state, active, hp, seeds, n,
+                                                     work_steps=work_steps or s.total_steps)
     record.update(chosen=min(timings, key=timings.get), seconds_per_step=timings, compile_s=compile_s)
     return record
 
