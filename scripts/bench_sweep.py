@@ -7,21 +7,28 @@ progress bars) is trained
 
 * **fused**      — ``train_group(cfgs, dirs, fused=True)`` (one vmapped program for the whole group);
 * **one-by-one** — ``train_group(cfgs, dirs, fused=False)`` (members in turn, sharing the compiled programs);
-* **auto**       — ``decide_fusion(cfgs, "auto")`` with a fresh ``$JAXDL_CACHE_DIR`` (so the probe is paid), then
-                   ``train_group(..., fused=decision["fused"])``;
+* **auto**       — ``decide_fusion(cfgs, "auto")`` (the timed probe), then ``train_group(..., fused=decision["fused"])``
+                   with the probe's compiled programs, as ``jaxdl sweep`` does;
 * **torch**      — the same architecture, optimizer, batch size, data order and step count in PyTorch (CPU,
-                   ``torch.set_num_threads(2)``), members one after the other, evaluated on val and test at the end.
+                   ``--torch-threads``), members one after the other, evaluated on val and test at the end.
 
 Every jaxdl timing is end-to-end wall time in this process *including tracing and XLA compilation* (JAX recompiles
-each repeat: the programs are new closures). auto gets a fresh, empty ``$JAXDL_CACHE_DIR`` every repeat, so its whole
-probe is paid; the probe also decides and caches the driver (scan | host) of the fused and the single step, and those
-driver decisions are handed to the fused and one-by-one calls (their driver probe is *not* timed — as on any machine
-where jaxdl already ran this model; on a cold cache the fused LeNet driver probe alone costs minutes, see the report). The torch timing includes building the models. The
-digits data set is loaded once up front and passed to every call; for torch the LeNet inputs are resized to 32×32
-once up front with jaxdl's own ``fit_to_size`` (jaxdl's LeNet resizes inside the model, every step).
+each repeat: the programs are new closures), from one of two starting points:
 
-The modes are interleaved within each repeat (fused, one-by-one, auto, torch) so slow drifts of a shared machine hit
-them alike; the tables report medians over ``--repeats`` and ratios of medians measured in the same process.
+* **cold** (``auto``, ``fused_cold``, ``one_by_one_cold``) — a fresh, empty ``$JAXDL_CACHE_DIR``, as on a machine
+  that never ran this model: auto pays its whole fusion probe (which also picks the driver), fused and one-by-one pay
+  their own driver probe (scan | host);
+* **warm** (``fused``, ``one_by_one``, ``auto_cached``) — the decisions cached: fused and one-by-one find the driver
+  auto's probe chose, auto_cached finds the fuse-or-not decision itself.
+
+``auto / best`` is reported for both (cold against the best cold mode, warm against the best warm mode), plus auto
+cold against the best warm mode (what a first-ever probe costs next to modes told their driver). The torch timing
+includes building the models. The digits data set is loaded once up front and passed to every call; for torch the
+LeNet inputs are resized to 32×32 once up front with jaxdl's own ``fit_to_size`` (jaxdl's LeNet resizes inside the
+model, every step).
+
+The modes are interleaved within each repeat so slow drifts of a shared machine hit them alike; the tables report
+medians over ``--repeats`` and ratios of medians measured in the same process.
 
     python scripts/bench_sweep.py                       # defaults: --members 16 64 --models mlp lenet5 --steps 200
     python scripts/bench_sweep.py --quick               # smoke run (seconds)
@@ -136,11 +143,11 @@ def _merge_driver_cache(src: Path, dst: Path) -> None:
 
 
 def time_jaxdl(cfgs, dataset, mode: str, scratch_root: Path, driver_cache: Path) -> dict[str, Any]:
-    """One end-to-end timed call of ``mode`` (fused | one_by_one | auto).
+    """One end-to-end timed call of ``mode`` (auto | fused_cold | one_by_one_cold | fused | one_by_one | auto_cached).
 
-    auto runs with a fresh, empty ``$JAXDL_CACHE_DIR`` (its fusion probe, which also probes the drivers, is paid and
-    timed); afterwards the driver decisions it cached are copied into ``driver_cache``, which fused and one_by_one
-    use — they find their driver (scan | host) decided, as on any machine that ran jaxdl on this model before."""
+    auto and the *_cold modes run with a fresh, empty ``$JAXDL_CACHE_DIR``; afterwards the decisions auto cached are
+    copied into ``driver_cache``, which fused, one_by_one and auto_cached use — they find their driver (scan | host)
+    and the fuse-or-not decision made, as on any machine that ran jaxdl on this model before."""
     from jaxdl.experiment.runner import decide_fusion
     from jaxdl.train.loop import train_group
 
