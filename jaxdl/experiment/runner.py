@@ -29,8 +29,8 @@ from jaxdl.experiment.plan import Plan, build_plan, print_plan, sweep_dir_for
 from jaxdl.experiment.store import FINISHED, SweepStore
 from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
 from jaxdl.train import rundir
-from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, read_cache, setup, stack_hparams, time_runner,
-                              train_group, write_cache)
+from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, race, read_cache, setup, stack_hparams,
+                              time_runner, train_group, write_cache)
 from jaxdl.train.step import signature
 
 FUSE_MODES = ("auto", "always", "never")
@@ -84,12 +84,15 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     hp1, hps = single_s.hparams, stack_hparams(cfgs)
     state1 = single.init(seeds[:1], hp1)
     work = count * single_s.total_steps  # member-steps the decision covers
-    drivers = probe_drivers(single_s, state1, jnp.asarray(True), hp1, seeds[:1], single.runner, work)
+    drivers, clocks = probe_drivers(single_s, state1, jnp.asarray(True), hp1, seeds[:1], single.runner, work)
     driver = drivers["chosen"]
+    fused_clock = time_runner(fused_p.runner(driver), fused_p.init(seeds, hps), jnp.ones(count, bool), hps, seeds,
+                              probe_steps(fused_s), work_steps=fused_s.total_steps)
+    race([clocks[driver], fused_clock], scale=[count, 1.0])
+    drivers["seconds_per_step"][driver] = clocks[driver].per_step
+    fused_t = fused_clock.per_step
     single.driver = (driver, {**drivers, "how": "fusion probe"})
     write_cache("driver_probe.json", _probe_key(single_s, 1), drivers)
-    fused_compile, fused_t = time_runner(fused_p.runner(driver), fused_p.init(seeds, hps), jnp.ones(count, bool), hps, seeds,
-                                 probe_steps(fused_s), work_steps=fused_s.total_steps)
     fused_info = {"chosen": driver, "seconds_per_step": {driver: fused_t}, "how": "fusion probe"}
     fused_p.driver = (driver, fused_info)
     write_cache("driver_probe.json", _probe_key(fused_s, count), fused_info)
@@ -98,7 +101,7 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     record = {"fused": fused, "driver": driver,
               "timings": {"fused": {driver: fused_t}, "single": drivers["seconds_per_step"]},
               "compile_s": {**{f"single/{d}": v for d, v in drivers["compile_s"].items()},
-                            f"fused/{driver}": fused_compile},
+                            f"fused/{driver}": fused_clock.compile_s},
               "fused_s_per_step": fused_t, "one_by_one_s_per_step": seq_t,
               "reason": f"probe: fused {fused_t * 1e3:.2f} ms vs one by one {seq_t * 1e3:.2f} ms per step of "
                         f"{count} members ({driver} driver)"}

@@ -304,9 +304,14 @@ RUNNERS = {"scan": _scan_runner, "host": _host_runner}
 # Timed probes (driver choice, fuse or not): segments of about PROBE_SEGMENT_S until PROBE_BUDGET_S is spent.
 PROBE_SEGMENT_S = 0.1
 PROBE_BUDGET_S = 0.3
-# ... or, when the work a candidate decides is known, PROBE_FRACTION of it (at least PROBE_MIN_S).
+# ... or, when the work a candidate decides is known, PROBE_FRACTION of it (at least PROBE_MIN_S); at least
+# PROBE_MIN_SEGMENTS timed segments unless one step alone exceeds the budget.
 PROBE_FRACTION = 0.01
-PROBE_MIN_S = 0.02
+PROBE_MIN_S = 0.1
+PROBE_MIN_SEGMENTS = 3
+# Candidates within RACE_WITHIN× of each other are re-timed in alternation for RACE_ROUNDS rounds (see race).
+RACE_WITHIN = 4.0
+RACE_ROUNDS = 3
 # The scan driver is probed only when a host-driven step is faster than this (see probe_drivers).
 SCAN_PROBE_BELOW_S = 2e-3
 
@@ -366,41 +371,74 @@ class _CompileClock:
             jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
-def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget_s: float = PROBE_BUDGET_S,
-                segment_s: float = PROBE_SEGMENT_S, work_steps: int | None = None) -> tuple[float, float]:
-    """``(compile_s, s_per_step)`` of ``run`` on a copy of ``state``.
+class Timing:
+    """Timed segments of one compiled candidate (a runner) on its own copy of ``state``.
 
-    One step compiles the program (every segment length shares it); what that call spent beyond compiling estimates
-    the step's cost; then segments of about ``segment_s`` (at most ``max_steps`` steps) run until the budget is
-    spent. The fastest segment counts. The budget is ``budget_s`` or, when ``work_steps`` (the steps this candidate
-    would run if chosen) is given, ``PROBE_FRACTION`` of the work it decides if that is less (but at least
-    ``PROBE_MIN_S``): a probe never costs much next to a short run, and candidates close enough for the shorter timing
-    to confuse them cost about the same. A step that alone exceeds the budget is not run again — enough to rank it:
-    a slow candidate (e.g. a vmapped convolution on a CPU) costs its compilation and one step."""
+    Creating it runs one step, which compiles the program (every segment length shares it); what that call spent
+    beyond compiling (``jax.monitoring`` compile events) estimates the step's cost. Each :meth:`segment` then runs
+    ``steps`` steps and keeps the fastest per-step time in ``per_step``; the next segment is sized to take about
+    ``target_s`` (at most ``max_steps`` steps)."""
+
+    def __init__(self, run, state, active, hp, seeds: list[int], max_steps: int):
+        self._run, self._hp, self._seeds, self.max_steps = run, hp, seeds, max_steps
+        self._state = jax.tree.map(jnp.copy, state)
+        t0 = time.perf_counter()
+        with _CompileClock() as clock:
+            self._state, self._active, m = run(self._state, active, hp, seeds, 0, 0, 1)
+            jax.block_until_ready(m)
+        first = time.perf_counter() - t0
+        self.compile_s = clock.seconds if clock.available else 0.0
+        self.first_step_s = first - self.compile_s if clock.available else None
+        self.per_step, self.spent, self.segments, self.steps = float("inf"), 0.0, 0, 1
+
+    def segment(self, target_s: float) -> float:
+        t0 = time.perf_counter()
+        self._state, self._active, m = self._run(self._state, self._active, self._hp, self._seeds, 0, 1, self.steps)
+        jax.block_until_ready(m)
+        took = time.perf_counter() - t0
+        self.per_step = min(self.per_step, took / self.steps)
+        self.spent, self.segments = self.spent + took, self.segments + 1
+        self.steps = int(max(1, min(self.max_steps, target_s / max(self.per_step, 1e-9))))
+        return took
+
+
+def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget_s: float = PROBE_BUDGET_S,
+                segment_s: float = PROBE_SEGMENT_S, work_steps: int | None = None) -> Timing:
+    """Time ``run`` on a copy of ``state``: see :class:`Timing` (``.compile_s``, ``.per_step``).
+
+    Segments of about ``segment_s`` run until the budget is spent and at least ``PROBE_MIN_SEGMENTS`` segments ran;
+    the fastest counts. The budget is ``budget_s`` or, when ``work_steps`` (the steps this candidate would run if
+    chosen) is given, ``PROBE_FRACTION`` of the work it decides if that is less (but at least ``PROBE_MIN_S``): a
+    probe never costs much next to a short run. A step that alone exceeds the budget is not run again — enough to
+    rank it: a slow candidate (e.g. a vmapped convolution on a CPU) costs its compilation and one step."""
 
     def budget(per_step: float) -> float:
         if work_steps is None:
             return budget_s
         return min(budget_s, max(PROBE_MIN_S, PROBE_FRACTION * work_steps * per_step))
 
-    probe = jax.tree.map(jnp.copy, state)
-    t0 = time.perf_counter()
-    with _CompileClock() as clock:
-        probe, act, m = run(probe, active, hp, seeds, 0, 0, 1)
-        jax.block_until_ready(m)
-    first = time.perf_counter() - t0
-    if clock.available and first - clock.seconds >= budget(first - clock.seconds):
-        return clock.seconds, first - clock.seconds
-    best, spent, steps = float("inf"), 0.0, 1
+    t = Timing(run, state, active, hp, seeds, max_steps)
+    if t.first_step_s is not None and t.first_step_s >= budget(t.first_step_s):
+        t.per_step = t.first_step_s
+        return t
     while True:
-        t0 = time.perf_counter()
-        probe, act, m = run(probe, act, hp, seeds, 0, 1, steps)
-        jax.block_until_ready(m)
-        took = time.perf_counter() - t0
-        best, spent = min(best, took / steps), spent + took
-        if spent >= budget(best):
-            return (clock.seconds if clock.available else max(first - best, 0.0)), best
-        steps = int(max(1, min(max_steps, min(segment_s, budget(best) / 2) / max(best, 1e-9))))
+        took = t.segment(min(segment_s, budget(t.per_step) / 2))
+        if t.spent >= budget(t.per_step) and (t.segments >= PROBE_MIN_SEGMENTS or took >= budget(t.per_step)):
+            return t
+
+
+def race(timings: list[Timing], scale: list[float] | None = None, rounds: int = RACE_ROUNDS) -> None:
+    """Re-time close candidates in alternation, so a burst of load on a shared machine cannot decide alone.
+
+    Only when the (``scale``-weighted) per-step times are within ``RACE_WITHIN`` of each other: ``rounds`` rounds of
+    one segment each, keeping every candidate's fastest time."""
+    scale = scale or [1.0] * len(timings)
+    costs = [t.per_step * k for t, k in zip(timings, scale)]
+    if max(costs) > RACE_WITHIN * min(costs):
+        return
+    for _ in range(rounds):
+        for t in timings:
+            t.segment(min(PROBE_SEGMENT_S, t.per_step * t.steps))
 
 
 class Programs:
@@ -434,21 +472,24 @@ class Programs:
             self.runners[name] = RUNNERS[name](self.s)
         return self.runners[name]
 
-    def choose_driver(self, state, active, hp, seeds: list[int]) -> tuple[str, dict[str, Any]]:
+    def choose_driver(self, state, active, hp, seeds: list[int], work_steps: int | None = None
+                      ) -> tuple[str, dict[str, Any]]:
         if self.driver is None:
-            self.driver = choose_driver(self.s, state, active, hp, seeds, self.runner)
+            self.driver = choose_driver(self.s, state, active, hp, seeds, self.runner, work_steps)
         return self.driver
 
 
-def choose_driver(s: Setup, state, active, hp, seeds: list[int], runner=None) -> tuple[str, dict[str, Any]]:
-    """Pick the scan or host driver. ``auto`` times both on copies of ``state`` (cached per signature)."""
+def choose_driver(s: Setup, state, active, hp, seeds: list[int], runner=None, work_steps: int | None = None
+                  ) -> tuple[str, dict[str, Any]]:
+    """Pick the scan or host driver. ``auto`` times the candidates on copies of ``state`` (cached per signature);
+    ``work_steps``: the steps the choice will run (default: this run's)."""
     if s.cfg.train.driver != "auto":
         return s.cfg.train.driver, {"chosen": s.cfg.train.driver, "how": "config"}
     key = _probe_key(s, len(seeds))
     cached = read_cache("driver_probe.json").get(key)
     if cached:
         return cached["chosen"], {**cached, "how": "cached probe"}
-    record = probe_drivers(s, state, active, hp, seeds, runner or (lambda name: RUNNERS[name](s)))
+    record, _ = probe_drivers(s, state, active, hp, seeds, runner or (lambda name: RUNNERS[name](s)), work_steps)
     write_cache("driver_probe.json", key, record)
     return record["chosen"], {**record, "how": "probe"}
 
@@ -464,19 +505,23 @@ def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner, work_st
     is the per-step dispatch and transfer, so a host step slower than ``SCAN_PROBE_BELOW_S`` leaves it nothing worth
     a compilation. Otherwise time the configured driver.
     ``work_steps``: the steps the chosen driver will run (default: this run's), which bounds the timing.
-    Returns ``{"chosen", "seconds_per_step": {driver: s}, "compile_s": {driver: s}, "skipped"?}``."""
+    Returns ``({"chosen", "seconds_per_step": {driver: s}, "compile_s": {driver: s}, "skipped"?}, {driver: Timing})``.
+    """
     n = probe_steps(s)
-    timings, compile_s, record = {}, {}, {"probe_steps": n}
+    clocks: dict[str, Timing] = {}
+    record: dict[str, Any] = {"probe_steps": n}
     candidates = ("host", "scan") if s.cfg.train.driver == "auto" else (s.cfg.train.driver,)
     for name in candidates:
-        if name == "scan" and timings.get("host", 0.0) >= SCAN_PROBE_BELOW_S:
-            record["skipped"] = (f"scan not probed: a host step takes {timings['host'] * 1e3:.1f} ms "
+        if name == "scan" and "host" in clocks and clocks["host"].per_step >= SCAN_PROBE_BELOW_S:
+            record["skipped"] = (f"scan not probed: a host step takes {clocks['host'].per_step * 1e3:.1f} ms "
                                  f"(>= {SCAN_PROBE_BELOW_S * 1e3:g} ms)")
             continue
-        compile_s[name], timings[name] = time_runner(runner(name), state, active, hp, seeds, n,
-                                                     work_steps=work_steps or s.total_steps)
+        clocks[name] = time_runner(runner(name), state, active, hp, seeds, n, work_steps=work_steps or s.total_steps)
+    race(list(clocks.values()))
+    timings = {name: t.per_step for name, t in clocks.items()}
+    compile_s = {name: t.compile_s for name, t in clocks.items()}
     record.update(chosen=min(timings, key=timings.get), seconds_per_step=timings, compile_s=compile_s)
-    return record
+    return record, clocks
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -783,7 +828,9 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     active = jnp.asarray(active_host) if fused else jnp.asarray(True)
     mesh = parallel.population_mesh(count) if fused else None
     state, hp, active = parallel.shard_population((state, hp, active), mesh)
-    driver, driver_info = programs.choose_driver(state, active, hp, seeds)
+    # one-by-one members share the programs, so the driver choice covers the whole group's steps
+    driver, driver_info = programs.choose_driver(state, active, hp, seeds,
+                                                 s.total_steps * (1 if fused else max(members, 1)))
     n_params = models.count_params(state.params) // (count if fused else 1)
     for m in runs:
         rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
