@@ -1,9 +1,10 @@
 """ResNet-18 (CIFAR stem: 3×3 stem convolution, no max-pool) on Fashion-MNIST, with random-crop and flip
 augmentation, SGD + Nesterov momentum, cosine schedule.
 
-Budget: 30 epochs × 422 steps of batch 128 (≈ 12,700 steps), meant for an accelerator. On a 2-core CPU one step
-takes about 2 s (≈ 14 minutes an epoch); the ``cpu`` variant trains the same model for 5 epochs (2,110 steps) with a
-checkpoint every 100 steps, so an interrupted run resumes with ``jaxdl resume RUN_DIR``.
+Budget: 30 epochs × 421 steps of batch 128 (≈ 12,600 steps), meant for an accelerator. On a 2-core CPU one step
+takes about 2 s (≈ 15 minutes an epoch); the ``cpu`` variant trains the same model for 5 epochs (2,105 steps) with a
+checkpoint every 100 steps, so an interrupted run resumes with ``jaxdl resume RUN_DIR``. Measured: test accuracy
+0.9277 in 79 minutes (experiments/fashion_mnist_resnet18.md).
 
 Run:    jaxdl train configs/fashion_mnist_resnet18.py
 CPU:    jaxdl train configs/fashion_mnist_resnet18.py:cpu
