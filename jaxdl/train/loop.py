@@ -432,6 +432,8 @@ def race(timings: list[Timing], scale: list[float] | None = None, rounds: int = 
 
     Only when the (``scale``-weighted) per-step times are within ``RACE_WITHIN`` of each other: ``rounds`` rounds of
     one segment each, keeping every candidate's fastest time."""
+    if len(timings) < 2:
+        return
     scale = scale or [1.0] * len(timings)
     costs = [t.per_step * k for t, k in zip(timings, scale)]
     if max(costs) > RACE_WITHIN * min(costs):
