@@ -152,6 +152,11 @@ def stack_hparams(cfgs: list[Config]) -> dict[str, jax.Array]:
     return {k: jnp.stack([h[k] for h in each]) for k in each[0]}
 
 
+def stack_members(trees: list[Any]) -> Any:
+    """Member pytrees stacked on a leading population axis, on the host (numpy; no device program per leaf)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
 def member(tree: Any, i: int) -> Any:
     """Member ``i`` of a stacked (population) pytree. Give it host (numpy) arrays in loops: slicing device arrays
     eagerly compiles one small program per leaf shape."""
@@ -465,9 +470,9 @@ class Programs:
         if not self.s.fused:
             return self._init(jax.random.PRNGKey(seeds[0]), hp)
         host_hp = _to_host(hp)
-        each = [_to_host(self._init(jax.random.PRNGKey(seed), jax.tree.map(jnp.asarray, member(host_hp, i))))
+        each = [self._init(jax.random.PRNGKey(seed), jax.tree.map(jnp.asarray, member(host_hp, i)))
                 for i, seed in enumerate(seeds)]
-        return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *each)
+        return jax.device_put(stack_members(each))
 
     def runner(self, name: str):
         if name not in self.runners:
@@ -502,7 +507,7 @@ def probe_steps(s: Setup) -> int:
 
 
 def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner, work_steps: int | None = None
-                  ) -> dict[str, Any]:
+                  ) -> tuple[dict[str, Any], dict[str, Timing]]:
     """With ``train.driver=auto``, time the host driver, and the scan driver only where it could win: what scan saves
     is the per-step dispatch and transfer, so a host step slower than ``SCAN_PROBE_BELOW_S`` leaves it nothing worth
     a compilation. Otherwise time the configured driver.
@@ -753,8 +758,7 @@ def _restore_group(members: list[_Member], target: TrainState, fused: bool):
             state, meta = m.ckpt.restore(step, single)
         states.append(state)
         metas.append(meta)
-    stacked = (jax.device_put(jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)) if fused
-               else states[0])
+    stacked = jax.device_put(stack_members(states)) if fused else states[0]
     return stacked, metas, step
 
 
@@ -927,7 +931,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
         use_best = es_cfg.enabled and es_cfg.restore_best and m.best_vars is not None and m.status != "diverged"
         restored_best.append(use_best)
         chosen.append(m.best_vars if use_best else {"params": mine.params, "model_state": mine.model_state})
-    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *chosen) if fused else chosen[0]
+    stacked = stack_members(chosen) if fused else chosen[0]
     splits = {name: evaluate(stacked["params"], stacked["model_state"], getattr(s.dataset, name), hp)
               for name in ("val", "test") if len(getattr(s.dataset, name))}
     wall = time.perf_counter() - wall0
