@@ -33,6 +33,9 @@ medians over ``--repeats`` and ratios of medians measured in the same process.
     python scripts/bench_sweep.py                       # defaults: --members 16 64 --models mlp lenet5 --steps 200
     python scripts/bench_sweep.py --quick               # smoke run (seconds)
     python scripts/bench_sweep.py --steps-for lenet5:64=100   # fewer steps for one (model, members) case
+    python scripts/bench_sweep.py --models lenet5 --members 16 --modes auto one_by_one_cold --no-torch \
+        --out more_repeats                                    # extra repeats of some modes only
+    python scripts/bench_sweep.py --combine full.json more_repeats.json   # one table from the pooled repeats
 """
 
 from __future__ import annotations
@@ -271,8 +274,12 @@ def machine_info() -> dict[str, Any]:
             "device": f"{dev.platform}:{dev.device_kind}", "device_count": len(jax.devices()),
             "cpu_count": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "platform": platform.platform(),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": machine_command(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def machine_command() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
 
 
 def _version(pkg: str):
@@ -300,14 +307,17 @@ def parse_steps_for(items: list[str]) -> dict[tuple[str, int], int]:
     return out
 
 
+JAXDL_MODES = ("auto", "fused_cold", "one_by_one_cold", "fused", "one_by_one", "auto_cached")
+WARM_MODES = ("fused", "one_by_one", "auto_cached")
+
+
 def bench_case(model: str, members: int, steps: int, repeats: int, dataset, tdata, scratch: Path,
-               skip_torch: bool) -> dict[str, Any]:
+               skip_torch: bool, modes: tuple[str, ...] = JAXDL_MODES) -> dict[str, Any]:
     cfgs = make_cfgs(model, members, steps)
     # auto first: its probe seeds the driver decisions that fused and one_by_one then find cached;
     # *_cold: fused / one by one with an empty cache, paying their own driver probe (like-for-like with auto);
     # auto_cached: a later sweep of the same structure on this machine (the decision is cached; no probe)
-    modes = ["auto", "fused_cold", "one_by_one_cold", "fused", "one_by_one", "auto_cached"] + \
-        ([] if skip_torch else ["torch"])
+    modes = [m for m in JAXDL_MODES if m in modes] + ([] if skip_torch else ["torch"])
     driver_cache = Path(tempfile.mkdtemp(prefix="driver-cache-", dir=scratch))
     raw: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for r in range(repeats):
@@ -321,38 +331,81 @@ def bench_case(model: str, members: int, steps: int, repeats: int, dataset, tdat
                 if mode == "auto" else ""
             print(f"  [{model} x{members}, {steps} steps] repeat {r + 1}/{repeats} {mode:>10}: "
                   f"{rec['seconds']:7.2f} s{extra}", flush=True)
-    med = {m: statistics.median(x["seconds"] for x in raw[m]) for m in modes}
-    choices = [x["decision"]["fused"] for x in raw["auto"]]
-    best = min(med["fused"], med["one_by_one"])
-    best_cold = min(med["fused_cold"], med["one_by_one_cold"])
+    return summarize(model, members, steps, raw)
+
+
+def summarize(model: str, members: int, steps: int, raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians, ratios and auto's choices of one case from its raw timings (``{mode: [record, …]}``)."""
+    raw = {m: runs for m, runs in raw.items() if runs}
+    med = {m: statistics.median(x["seconds"] for x in runs) for m, runs in raw.items()}
+
+    def best_of(*names):
+        present = [med[n] for n in names if n in med]
+        return min(present) if present else None
+
+    best, best_cold = best_of("fused", "one_by_one"), best_of("fused_cold", "one_by_one_cold")
     ratios = {
-        "one_by_one_over_fused": _ratio(med["one_by_one"], med["fused"]),
-        "auto_over_best_cold": _ratio(med["auto"], best_cold),
-        "auto_over_best": _ratio(med["auto"], best),
-        "auto_cached_over_best": _ratio(med["auto_cached"], best),
-        "torch_over_fused": _ratio(med.get("torch"), med["fused"]),
+        "one_by_one_over_fused": _ratio(med.get("one_by_one"), med.get("fused")),
+        "auto_over_best_cold": _ratio(med.get("auto"), best_cold),
+        "auto_over_best": _ratio(med.get("auto"), best),
+        "auto_cached_over_best": _ratio(med.get("auto_cached"), best),
+        "torch_over_fused": _ratio(med.get("torch"), med.get("fused")),
         "torch_over_best": _ratio(med.get("torch"), best),
     }
+    auto = raw.get("auto", [])
+    choices = [x["decision"]["fused"] for x in auto]
     return {
-        "model": model, "members": members, "steps": steps, "batch_size": BATCH, "repeats": repeats,
+        "model": model, "members": members, "steps": steps, "batch_size": BATCH,
+        "repeats": {m: len(runs) for m, runs in raw.items()},
         "lrs": member_lrs(members), "raw": raw, "median_s": med,
         "auto": {"choices_fused": choices, "chose": _choice_label(choices),
-                 "median_probe_s": statistics.median(x["probe_s"] for x in raw["auto"]),
-                 "median_train_s": statistics.median(x["train_s"] for x in raw["auto"]),
-                 "extra_cold_s": med["auto"] - best_cold,
+                 "median_probe_s": statistics.median(x["probe_s"] for x in auto) if auto else None,
+                 "median_train_s": statistics.median(x["train_s"] for x in auto) if auto else None,
+                 "extra_cold_s": None if not auto or best_cold is None else med["auto"] - best_cold,
                  "probe_numbers": [{k: x["decision"].get(k) for k in ("fused_s_per_step", "one_by_one_s_per_step",
-                                                                      "reason")} for x in raw["auto"]]},
-        "best_mode": "fused" if med["fused"] <= med["one_by_one"] else "one_by_one",
+                                                                      "reason")} for x in auto]},
+        "best_mode": None if best is None else min(("fused", "one_by_one"), key=lambda n: med.get(n, float("inf"))),
         "ratios": ratios,
     }
 
 
-def _choice_label(choices: list[bool]) -> str:
+def combine(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pool the raw timings of earlier runs' JSON files: cases with the same model, members, steps and batch size are
+    merged (every repeat of every mode counts), then summarised again. Returns (cases, notes naming the sources)."""
+    pooled: dict[tuple, dict[str, list]] = {}
+    notes = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        notes.append(f"pooled from `{path}`: `{data['machine']['command']}` ({data['machine']['started']})")
+        for c in data["cases"]:
+            key = (c["model"], c["members"], c["steps"], c.get("batch_size", BATCH))
+            if key[3] != BATCH:
+                raise SystemExit(f"--combine: {path} has batch size {key[3]}, this script benchmarks {BATCH}")
+            for mode, runs in c["raw"].items():
+                pooled.setdefault(key, {}).setdefault(mode, []).extend(runs)
+    return [summarize(model, members, steps, raw) for (model, members, steps, _), raw in pooled.items()], notes
+
+
+def _choice_label(choices: list[bool]) -> str | None:
+    if not choices:
+        return None
     if all(choices):
         return "fused"
     if not any(choices):
         return "one-by-one"
     return f"mixed ({sum(choices)}/{len(choices)} fused)"
+
+
+def _repeats_label(repeats) -> str:
+    """``3`` when every mode ran 3 times, else e.g. ``auto 5, one_by_one_cold 5, others 1``."""
+    if isinstance(repeats, int):
+        return str(repeats)
+    counts = sorted(set(repeats.values()))
+    if len(counts) == 1:
+        return str(counts[0])
+    common = max(counts, key=lambda n: sum(v == n for v in repeats.values()))
+    rest = [f"{m} {n}" for m, n in repeats.items() if n != common]
+    return ", ".join(rest + [f"others {common}"])
 
 
 def _fmt(v, spec=".2f"):
@@ -378,18 +431,19 @@ def markdown(cases: list[dict[str, Any]], info: dict[str, Any], notes: list[str]
         lines += [""] + [f"- {n}" for n in notes]
     lines += [
         "",
-        "| model | members | steps | fused s cold / warm | one-by-one s cold / warm | auto s cold (choice, probe s) "
+        "| model | members | steps | repeats | fused s cold / warm | one-by-one s cold / warm | auto s cold (choice, probe s) "
         "| auto s warm | torch s | 1-by-1 / fused | **auto / best, cold** | first probe's extra s "
         "| auto cold / best warm | **auto / best, warm** | torch / best |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         m, r = c["median_s"], c["ratios"]
-        flag = lambda v: "" if v is not None and v <= 1.10 else " ⚠"  # noqa: E731
+        flag = lambda v: "" if v is None or v <= 1.10 else " ⚠"  # noqa: E731
         lines.append(
-            f"| {c['model']} | {c['members']} | {c['steps']} | {_fmt(m['fused_cold'])} / {_fmt(m['fused'])} "
-            f"| {_fmt(m['one_by_one_cold'])} / {_fmt(m['one_by_one'])} "
-            f"| {_fmt(m['auto'])} ({c['auto']['chose']}, {_fmt(c['auto']['median_probe_s'], '.1f')}) "
+            f"| {c['model']} | {c['members']} | {c['steps']} | {_repeats_label(c['repeats'])} "
+            f"| {_fmt(m.get('fused_cold'))} / {_fmt(m.get('fused'))} "
+            f"| {_fmt(m.get('one_by_one_cold'))} / {_fmt(m.get('one_by_one'))} "
+            f"| {_fmt(m.get('auto'))} ({c['auto']['chose']}, {_fmt(c['auto']['median_probe_s'], '.1f')}) "
             f"| {_fmt(m.get('auto_cached'))} | {_fmt(m.get('torch'))} | {_fmt(r['one_by_one_over_fused'])} "
             f"| {_fmt(r['auto_over_best_cold'])}{flag(r['auto_over_best_cold'])} "
             f"| {_fmt(c['auto'].get('extra_cold_s'), '.1f')} | {_fmt(r['auto_over_best'])} "
@@ -417,12 +471,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="override --repeats for one case, e.g. lenet5:64=1 (documented in the table header)")
     p.add_argument("--out", default="scripts/results/bench_sweep", help="writes OUT.json and OUT.md")
     p.add_argument("--quick", action="store_true", help="smoke run: 4 members, 20 steps, 1 repeat")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="time nothing: pool the raw timings of earlier runs' JSON files (same model, members and "
+                        "steps) into one table, written to --out")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    p.add_argument("--modes", nargs="+", default=list(JAXDL_MODES), choices=JAXDL_MODES,
+                   help="the jaxdl modes to time (default: all); the warm ones need auto (its probe caches the "
+                        "decisions they find)")
     p.add_argument("--torch-threads", type=int, default=2,
                    help="torch.set_num_threads (default 2; on an oversubscribed 2-core machine 1 can be far faster)")
     args = p.parse_args(argv)
     if args.quick:
         args.members, args.steps, args.repeats = [4], 20, 1
+    if set(args.modes) & set(WARM_MODES) and "auto" not in args.modes:
+        p.error(f"--modes: {', '.join(sorted(set(args.modes) & set(WARM_MODES)))} need auto (its probe caches the "
+                "decisions the warm modes find)")
+    if args.combine:
+        cases, notes = combine(args.combine)
+        info = {**json.loads(Path(args.combine[0]).read_text())["machine"], "command": machine_command(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        info.pop("total_s", None)
+        return write_results(args.out, cases, info, notes, args)
     steps_for = parse_steps_for(args.steps_for)
     repeats_for = parse_steps_for(args.repeats_for)
 
@@ -445,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"**{model} × {members}: {n} repeat(s) instead of {args.repeats}** (to fit the time budget).")
     if args.torch_threads != 2:
         notes.append(f"**torch ran with {args.torch_threads} thread(s)** (`--torch-threads`), not 2.")
+    if tuple(args.modes) != JAXDL_MODES:
+        notes.append(f"**modes timed: {', '.join(args.modes)}** (`--modes`); the others show –.")
     if args.quick:
         notes.append("**--quick smoke run** (4 members, 20 steps, 1 repeat): not a measurement.")
 
@@ -459,20 +530,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {model}, {members} members, {steps} steps", flush=True)
                 repeats = repeats_for.get((model, members), args.repeats)
                 cases.append(bench_case(model, members, steps, repeats, dataset, tdata, scratch,
-                                        args.no_torch))
+                                        args.no_torch, tuple(args.modes)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     info["total_s"] = round(time.perf_counter() - t_all, 1)
+    return write_results(args.out, cases, info, notes, args)
 
+
+def write_results(out: str, cases: list[dict[str, Any]], info: dict[str, Any], notes: list[str], args) -> int:
     md = markdown(cases, info, notes)
-    out_json, out_md = Path(args.out + ".json"), Path(args.out + ".md")
+    out_json, out_md = Path(out + ".json"), Path(out + ".md")
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"machine": info, "args": vars(args), "notes": notes,
                                                     "cases": cases}, indent=1, default=str))
     out_md.write_text(md)
     print()
     print(md)
-    print(f"wrote {out_json} and {out_md} ({info['total_s']} s)")
+    print(f"wrote {out_json} and {out_md}" + (f" ({info['total_s']} s)" if "total_s" in info else ""))
     return 0
 
 
