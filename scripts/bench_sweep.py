@@ -396,10 +396,8 @@ def _choice_label(choices: list[bool]) -> str | None:
     return f"mixed ({sum(choices)}/{len(choices)} fused)"
 
 
-def _repeats_label(repeats) -> str:
+def _repeats_label(repeats: dict[str, int]) -> str:
     """``3`` when every mode ran 3 times, else e.g. ``auto 5, one_by_one_cold 5, others 1``."""
-    if isinstance(repeats, int):
-        return str(repeats)
     counts = sorted(set(repeats.values()))
     if len(counts) == 1:
         return str(counts[0])
@@ -452,8 +450,8 @@ def markdown(cases: list[dict[str, Any]], info: dict[str, Any], notes: list[str]
     lines += ["", "best = the faster of fused and one-by-one from the same starting point; target for auto / best ≤ "
               "1.10 (⚠ = missed). first probe's extra s = auto cold − best cold: what a signature's first-ever "
               "fusion probe costs beyond the best mode's own driver probe (mostly compiling the losing candidate and "
-              "running it once) — a fixed cost, paid once per signature, member count and device (then cached), so "
-              "its share falls as runs grow. auto cold / best warm sets that first probe against modes that were "
+              "running it once); the probe's own time does not depend on the run's length and it is paid once per "
+              "signature, member count and device (then cached), so its share falls as runs grow. auto cold / best warm sets that first probe against modes that were "
               "told their driver (informative, not a target). 1-by-1 / fused compares the warm runs. Ratios > 1 in "
               "the torch column mean jaxdl is faster."]
     return "\n".join(lines) + "\n"
@@ -514,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"**{model} × {members}: {n} repeat(s) instead of {args.repeats}** (to fit the time budget).")
     if args.torch_threads != 2:
         notes.append(f"**torch ran with {args.torch_threads} thread(s)** (`--torch-threads`), not 2.")
-    if tuple(args.modes) != JAXDL_MODES:
+    if set(args.modes) != set(JAXDL_MODES):
         notes.append(f"**modes timed: {', '.join(args.modes)}** (`--modes`); the others show –.")
     if args.quick:
         notes.append("**--quick smoke run** (4 members, 20 steps, 1 repeat): not a measurement.")
