@@ -31,7 +31,7 @@ from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
 from jaxdl.train import rundir
 from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, race, read_cache, setup, stack_hparams,
                               time_runner, train_group, write_cache)
-from jaxdl.train.step import signature
+from jaxdl.train.step import signature, uses_dropout
 
 FUSE_MODES = ("auto", "always", "never")
 EXECUTORS = ("inline", "processes", "ray")
@@ -47,20 +47,23 @@ def decide_fusion(cfgs: list[Config], fuse: str, dataset=None) -> dict[str, Any]
         return {"fused": False, "reason": "single member", "how": "trivial"}
     if fuse != "auto":
         return {"fused": fuse == "always", "reason": f"--fuse={fuse}", "how": "user"}
-    key = speed_key(cfgs[0], count)
+    key = speed_key(cfgs)
     cached = read_cache("fuse_probe.json").get(key)
     if cached:
         return {**cached, "how": "cached probe"}
     return {**probe_fusion(cfgs, key, dataset), "how": "probe"}
 
 
-def speed_key(cfg: Config, count: int) -> str:
-    """What the fuse-or-not decision depends on: the model, input, batch size, optimizer kind, member count and
-    device — not the loss, the schedule, evaluation or checkpoint settings (those barely change a step's cost)."""
+def speed_key(cfgs: list[Config]) -> str:
+    """What the fuse-or-not decision for a group depends on: the model, input, batch size, optimizer kind, member
+    count, dropout on or off, and device — not the loss, the schedule, evaluation or checkpoint settings, nor the
+    members' numbers (those barely change a step's cost)."""
+    cfg, count, dropout = cfgs[0], len(cfgs), uses_dropout(cfgs)
     device = jax.devices()[0]
-    parts = {"model": dataclasses.asdict(cfg.model), "data": [cfg.data.name, cfg.data.train_limit],
+    model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "dropout"}  # a number; on/off counts
+    parts = {"model": model, "data": [cfg.data.name, cfg.data.train_limit],
              "batch": cfg.train.batch_size, "optim": [cfg.optim.name, cfg.optim.clip_norm is not None],
-             "driver": [cfg.train.driver, cfg.train.chunk_steps], "members": count,
+             "driver": [cfg.train.driver, cfg.train.chunk_steps], "members": count, "dropout": dropout,
              "device": [device.platform, device.device_kind, len(jax.devices())], "jax": jax.__version__}
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -77,7 +80,7 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     """
     count = len(cfgs)
     seeds = [c.seed for c in cfgs]
-    single_s = setup(cfgs[0], dataset)
+    single_s = setup(cfgs[0], dataset, dropout=uses_dropout(cfgs))
     fused_s = dataclasses.replace(single_s, fused=True)
     single = Programs(single_s)
     fused_p = Programs(fused_s, share=single)
@@ -88,7 +91,7 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     driver = drivers["chosen"]
     fused_clock = time_runner(fused_p.runner(driver), fused_p.init(seeds, hps), jnp.ones(count, bool), hps, seeds,
                               probe_steps(fused_s), work_steps=fused_s.total_steps)
-    race([clocks[driver], fused_clock], scale=[count, 1.0])
+    rounds = race([clocks[driver], fused_clock], scale=[count, 1.0])
     drivers["seconds_per_step"][driver] = clocks[driver].per_step
     fused_t = fused_clock.per_step
     single.driver = (driver, {**drivers, "how": "fusion probe"})
@@ -102,7 +105,7 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
               "timings": {"fused": {driver: fused_t}, "single": drivers["seconds_per_step"]},
               "compile_s": {**{f"single/{d}": v for d, v in drivers["compile_s"].items()},
                             f"fused/{driver}": fused_clock.compile_s},
-              "fused_s_per_step": fused_t, "one_by_one_s_per_step": seq_t,
+              "fused_s_per_step": fused_t, "one_by_one_s_per_step": seq_t, "race_rounds": rounds,
               "reason": f"probe: fused {fused_t * 1e3:.2f} ms vs one by one {seq_t * 1e3:.2f} ms per step of "
                         f"{count} members ({driver} driver)"}
     if "skipped" in drivers:

@@ -41,7 +41,7 @@ from jaxdl.config import Config, check_types
 from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError
 from jaxdl.train import rundir
 from jaxdl.train.step import (TrainState, init_state, make_eval_step, make_hparams, make_loss, make_train_step,
-                              signature)
+                              signature, uses_dropout)
 
 DRIVERS = ("auto", "scan", "host")
 MONITORS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
@@ -74,6 +74,7 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     fused: bool = False  # a population trained as one vmapped program
+    dropout: bool = True  # the step draws dropout masks (False: every member's rate is 0, see uses_dropout)
 
 
 def validate(cfg: Config) -> None:
@@ -100,8 +101,12 @@ def validate(cfg: Config) -> None:
     optim.validate(cfg.optim)
 
 
-def setup(cfg: Config, dataset: data_lib.Dataset | None = None) -> Setup:
-    """Load data and build the model, loss, optimizer and steps; check shapes abstractly before compiling."""
+def setup(cfg: Config, dataset: data_lib.Dataset | None = None, dropout: bool | None = None) -> Setup:
+    """Load data and build the model, loss, optimizer and steps; check shapes abstractly before compiling.
+
+    ``dropout``: whether the step draws dropout masks; default: whether ``cfg`` has a nonzero rate. A group of runs
+    passes ``uses_dropout(cfgs)``, so members with rates 0 and 0.3 share one step (rate 0 keeps everything).
+    """
     validate(cfg)
     ds = dataset if dataset is not None else data_lib.load(cfg.data)
     model = models.from_config(cfg.model, num_classes=ds.num_classes, input_shape=ds.input_shape)
@@ -117,10 +122,11 @@ def setup(cfg: Config, dataset: data_lib.Dataset | None = None) -> Setup:
     optimizer = optim.build(cfg.optim, total)
     loss_fn = make_loss(cfg.loss, model, ds.num_classes)
     hp = make_hparams(cfg)
+    dropout = uses_dropout([cfg]) if dropout is None else dropout
     train_step = make_train_step(model, optimizer, loss_fn, augment_lib.make_augment(cfg.augment, ds.num_classes),
-                                 model_train_mode=cfg.train.batch_stats == "update")
+                                 model_train_mode=cfg.train.batch_stats == "update", dropout=dropout)
     eval_step = make_eval_step(model, loss_fn)
-    s = Setup(cfg, ds, model, optimizer, hp, train_step, eval_step, steps_per_epoch, total)
+    s = Setup(cfg, ds, model, optimizer, hp, train_step, eval_step, steps_per_epoch, total, dropout=dropout)
     check_shapes(s)
     return s
 
@@ -314,18 +320,22 @@ PROBE_BUDGET_S = 0.3
 PROBE_FRACTION = 0.01
 PROBE_MIN_S = 0.1
 PROBE_MIN_SEGMENTS = 3
-# Candidates within RACE_WITHIN× of each other are re-timed in alternation for RACE_ROUNDS rounds (see race).
+# Candidates within RACE_WITHIN× of each other are re-timed in alternation for up to RACE_ROUNDS rounds, stopping
+# after a round that leaves the leader RACE_CLEAR× ahead of the next (see race).
 RACE_WITHIN = 4.0
 RACE_ROUNDS = 3
+RACE_CLEAR = 1.5
 # The scan driver is probed only when a host-driven step is faster than this (see probe_drivers).
 SCAN_PROBE_BELOW_S = 2e-3
 
 
 def _probe_key(s: Setup, members: int) -> str:
     device = jax.devices()[0]
-    sig = {"model": dataclasses.asdict(s.model.config), "input": list(s.dataset.input_shape),
+    model = {k: v for k, v in dataclasses.asdict(s.model.config).items() if k != "dropout"}  # on/off: s.dropout
+    sig = {"model": model, "input": list(s.dataset.input_shape),
            "batch": s.cfg.train.batch_size, "optim": s.cfg.optim.name, "chunk": s.cfg.train.chunk_steps,
-           "members": members if s.fused else 1, "device": f"{device.platform}:{device.device_kind}",
+           "members": members if s.fused else 1, "dropout": s.dropout,
+           "device": f"{device.platform}:{device.device_kind}",
            "jax": jax.__version__}
     return hashlib.sha1(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -432,20 +442,31 @@ def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget
             return t
 
 
-def race(timings: list[Timing], scale: list[float] | None = None, rounds: int = RACE_ROUNDS) -> None:
+def race(timings: list[Timing], scale: list[float] | None = None, rounds: int = RACE_ROUNDS,
+         clear: float = RACE_CLEAR) -> int:
     """Re-time close candidates in alternation, so a burst of load on a shared machine cannot decide alone.
 
-    Only when the (``scale``-weighted) per-step times are within ``RACE_WITHIN`` of each other: ``rounds`` rounds of
-    one segment each, keeping every candidate's fastest time."""
+    Only when the (``scale``-weighted) per-step times are within ``RACE_WITHIN`` of each other: up to ``rounds``
+    rounds of one segment each, keeping every candidate's fastest time, and no more once a round leaves the leader
+    ``clear``× ahead of the runner-up (every candidate then has a steady-state time, and a lead that wide is not
+    load noise). A first estimate can be a lone first step, slower than the steady state, so one round always runs.
+    Returns the rounds run."""
     if len(timings) < 2:
-        return
+        return 0
     scale = scale or [1.0] * len(timings)
-    costs = [t.per_step * k for t, k in zip(timings, scale)]
-    if max(costs) > RACE_WITHIN * min(costs):
-        return
-    for _ in range(rounds):
+
+    def costs() -> list[float]:
+        return sorted(t.per_step * k for t, k in zip(timings, scale))
+
+    if costs()[-1] > RACE_WITHIN * costs()[0]:
+        return 0
+    for done in range(1, rounds + 1):
         for t in timings:
             t.segment(min(PROBE_SEGMENT_S, t.per_step * t.steps))
+        best, runner_up = costs()[:2]
+        if runner_up >= clear * best:
+            return done
+    return rounds
 
 
 class Programs:
@@ -524,10 +545,11 @@ def probe_drivers(s: Setup, state, active, hp, seeds: list[int], runner, work_st
                                  f"(>= {SCAN_PROBE_BELOW_S * 1e3:g} ms)")
             continue
         clocks[name] = time_runner(runner(name), state, active, hp, seeds, n, work_steps=work_steps or s.total_steps)
-    race(list(clocks.values()))
+    rounds = race(list(clocks.values()))
     timings = {name: t.per_step for name, t in clocks.items()}
     compile_s = {name: t.compile_s for name, t in clocks.items()}
-    record.update(chosen=min(timings, key=timings.get), seconds_per_step=timings, compile_s=compile_s)
+    record.update(chosen=min(timings, key=timings.get), seconds_per_step=timings, compile_s=compile_s,
+                  race_rounds=rounds)
     return record, clocks
 
 
@@ -791,8 +813,9 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
         raise ConfigError(f"on_divergence: expected 'raise' or 'mark', got {on_divergence!r}")
     for c in cfgs:
         validate(c)
-    if programs is None or programs.s.fused != fused:
-        s = setup(cfgs[0], dataset)
+    dropout = uses_dropout(cfgs)
+    if programs is None or programs.s.fused != fused or (dropout and not programs.s.dropout):
+        s = setup(cfgs[0], dataset, dropout=dropout)
         s.fused = fused
         programs = Programs(s)
     s = programs.s

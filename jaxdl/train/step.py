@@ -54,6 +54,13 @@ def make_hparams(cfg: Config) -> HParams:
     return {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
 
 
+def uses_dropout(cfgs: list[Config]) -> bool:
+    """Whether any of ``cfgs`` trains with dropout (``model.dropout`` > 0). A run or group where none does gets a
+    step without dropout: drawing the masks costs compilation and step time, and at rate 0 they change nothing."""
+    section, field, default = EXTRA_DYNAMIC["dropout"]
+    return any(float(getattr(getattr(c, section), field, None) or default) > 0 for c in cfgs)
+
+
 def dynamic_keys() -> list[str]:
     """Dotted config keys whose values enter the step as arrays (plus ``seed``, which keys init and data order)."""
     keys = [f"optim.{k}" for k in optim.DYNAMIC_FIELDS]
@@ -171,11 +178,13 @@ def init_state(model: Model, optimizer: optim.Optimizer, example_x: jax.Array, s
 
 
 def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, augment=None,
-                    model_train_mode: bool = True):
+                    model_train_mode: bool = True, dropout: bool = True):
     """``train_step(state, batch, hp) -> (state, metrics)`` with metrics loss, accuracy, grad_norm, lr.
 
     ``augment(batch, key, hp) -> batch`` (from :func:`jaxdl.augment.make_augment`) runs first, with its own key.
     ``model_train_mode=False`` runs the model in inference mode (frozen batch statistics, no dropout).
+    ``dropout=False`` builds the step without dropout (``hp["dropout"]`` is ignored): for runs whose rate is 0, the
+    same numbers without drawing masks (see :func:`uses_dropout`).
     """
 
     def train_step(state: TrainState, batch: Batch, hp: HParams):
@@ -186,7 +195,8 @@ def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, a
 
         def objective(params):
             outputs, new_model_state = model.apply({"params": params, **state.model_state}, batch["x"],
-                                                   train=model_train_mode, rng=rng, dropout_rate=hp["dropout"])
+                                                   train=model_train_mode, rng=rng,
+                                                   dropout_rate=hp["dropout"] if dropout else 0.0)
             return loss_fn(outputs, batch["y"], mask, hp), (outputs, new_model_state)
 
         (loss, (outputs, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)

@@ -158,3 +158,40 @@ print(json.dumps({{"devices": len(jax.devices()), "loss": [r.summary["test"]["lo
     assert outs[8]["devices"] == 8 and outs[8]["placement"] == {"devices": 8, "sharded": True, "axis": "pop"}
     assert outs[1]["placement"]["sharded"] is False
     np.testing.assert_allclose(outs[8]["loss"], outs[1]["loss"], rtol=1e-4)
+
+
+def _draws_random_bits(s) -> bool:
+    """Whether one training step of ``s`` draws random bits (dropout masks)."""
+    from jaxdl.train.loop import abstract_batch, initial_state
+
+    state = jax.eval_shape(lambda: initial_state(s))
+    jaxpr = jax.make_jaxpr(s.train_step)(state, abstract_batch(s, s.cfg.train.batch_size), s.hparams)
+    return "random_bits" in str(jaxpr)
+
+
+def test_step_draws_dropout_masks_only_when_some_member_uses_dropout(digits):
+    """A run or group whose dropout rates are all 0 compiles a step without masks; one member with dropout turns
+    them on for the whole group (the rate stays a per-member number, so rates 0 and 0.3 still share one step)."""
+    from jaxdl.train.step import uses_dropout
+
+    plain, dropped = member_cfg(0), member_cfg(1, **{"model.dropout": 0.3})
+    assert not uses_dropout([plain, plain]) and uses_dropout([plain, dropped])
+    alone = setup(plain, digits)
+    assert alone.dropout is False and not _draws_random_bits(alone)
+    mixed = setup(plain, digits, dropout=uses_dropout([plain, dropped]))
+    assert mixed.dropout is True and _draws_random_bits(mixed)
+
+
+def test_train_group_rebuilds_programs_without_dropout_for_a_group_that_needs_it(tmp_path, digits):
+    """Programs compiled for a dropout-free group are not reused for members with dropout (they would silently
+    train without it)."""
+    cfgs = [member_cfg(0), member_cfg(1, **{"model.dropout": 0.5})]
+    s = setup(cfgs[0], digits)
+    s.fused = True
+    stale = Programs(s)
+    assert stale.s.dropout is False
+    fused = train_group(cfgs, [tmp_path / "a", tmp_path / "b"], fused=True, dataset=digits, programs=stale)
+    assert not stale.runners  # never ran: train_group built its own programs, with dropout
+    alone = fit(cfgs[1], workdir=tmp_path / "alone", dataset=digits)
+    for k in ("loss", "accuracy"):
+        np.testing.assert_allclose(fused[1].summary["val"][k], alone.summary["val"][k], rtol=1e-4)
