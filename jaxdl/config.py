@@ -13,6 +13,7 @@ Each model family declares its own config dataclass (``MLPConfig``, ``LeNetConfi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import re
@@ -244,7 +245,9 @@ def model_config(name: str, **fields: Any) -> ModelConfig:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls) -> dict[str, Any]:
+    """Resolved field annotations of a config class (cached: resolving them costs ~0.2 ms per class per call)."""
     return typing.get_type_hints(cls)
 
 

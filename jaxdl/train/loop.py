@@ -170,8 +170,8 @@ def member(tree: Any, i: int) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Drivers. A runner is ``run(state, active, epoch, offset, length) -> (state, active, metrics)``; metrics have shape
-# (length,) for a single run and (length, P) for a population. In a population, a member whose loss turns non-finite
+# Drivers. A runner is ``run(state, active, epoch, offset, length) -> (state, active, metrics)``; metrics are host
+# (numpy) arrays of shape (length,) for a single run and (length, P) for a population. In a population, a member whose loss turns non-finite
 # and a member that is no longer ``active`` (stopped early) keep their previous state: updates are masked per member.
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -240,18 +240,26 @@ def _scan_runner(s: Setup):
         return state, active, metrics
 
     compiled = jax.jit(chunk, donate_argnums=0)
-    cache: dict[tuple, jax.Array] = {}
+    cache: dict[tuple, jax.Array] = {}  # epoch orders on the device: this segment's epoch and the next
+
+    def perms(seeds, epoch):
+        key = (tuple(seeds), epoch)
+        if key not in cache:
+            cache[key] = jax.device_put(_perms(s, seeds, epoch))
+        return cache[key]
 
     def run(state, active, hp, seeds, epoch, offset, length):
         if length > chunk_len:
             raise JaxdlError(f"scan driver: segment of {length} steps exceeds its chunk of {chunk_len}")
-        key = (tuple(seeds), epoch)
-        if key not in cache:
-            cache.clear()
-            cache[key] = jax.device_put(_perms(s, seeds, epoch))
-        state, active, metrics = compiled(state, active, hp, x_all, y_all, cache[key], jnp.int32(offset),
-                                          jnp.int32(length))
-        return state, active, jax.tree.map(lambda m: m[:length], metrics)
+        perm = perms(seeds, epoch)
+        for key in [k for k in cache if k != (tuple(seeds), epoch)]:
+            del cache[key]
+        state, active, metrics = compiled(state, active, hp, x_all, y_all, perm, np.int32(offset), np.int32(length))
+        if offset + length >= s.steps_per_epoch:  # the next epoch's order is drawn while this chunk runs
+            perms(seeds, epoch + 1)
+        # the first `length` of the chunk's K rows, cut on the host (cutting device arrays dispatches a program per
+        # metric and chunk — more than a small model's whole chunk on a CPU)
+        return state, active, jax.tree.map(lambda m: m[:length], jax.device_get(metrics))
 
     run.compiled = compiled  # for inspection (e.g. counting compilations)
     return run
@@ -305,7 +313,8 @@ def _host_runner(s: Setup):
         for batch in batches:
             state, active, m = step(state, active, batch, hp)
             metrics.append(m)
-        return state, active, jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
+        # stacked on the host: one fetch, no device program per metric and segment length
+        return state, active, jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(metrics))
 
     return run
 
