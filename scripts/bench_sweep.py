@@ -371,13 +371,24 @@ def summarize(model: str, members: int, steps: int, raw: dict[str, list[dict[str
 
 def combine(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Pool the raw timings of earlier runs' JSON files: cases with the same model, members, steps and batch size are
-    merged (every repeat of every mode counts), then summarised again. Returns (cases, notes naming the sources)."""
+    merged (every repeat of every mode counts), then summarised again. A path may end in ``:MODEL[,MODEL…]`` to take
+    only those models' cases from it (e.g. a file whose other cases an improved code version re-ran). Returns
+    (cases, notes naming the sources)."""
     pooled: dict[tuple, dict[str, list]] = {}
     notes = []
-    for path in paths:
+    for item in paths:
+        path, only = item.rsplit(":", 1) if ":" in item and item.rsplit(":", 1)[0].endswith(".json") else (item, "")
+        models = set(only.split(",")) if only else None
         data = json.loads(Path(path).read_text())
-        notes.append(f"pooled from `{path}`: `{data['machine']['command']}` ({data['machine']['started']})")
+        present = {c["model"] for c in data["cases"]}
+        if models is not None and not models <= present:
+            raise SystemExit(f"--combine: {path} has no {', '.join(sorted(models - present))} cases "
+                             f"(it has {', '.join(sorted(present))})")
+        taken = f" — its {', '.join(sorted(models))} cases only" if models else ""
+        notes.append(f"pooled from `{path}`{taken}: `{data['machine']['command']}` ({data['machine']['started']})")
         for c in data["cases"]:
+            if models is not None and c["model"] not in models:
+                continue
             key = (c["model"], c["members"], c["steps"], c.get("batch_size", BATCH))
             if key[3] != BATCH:
                 raise SystemExit(f"--combine: {path} has batch size {key[3]}, this script benchmarks {BATCH}")
@@ -471,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: 4 members, 20 steps, 1 repeat")
     p.add_argument("--combine", nargs="+", metavar="JSON",
                    help="time nothing: pool the raw timings of earlier runs' JSON files (same model, members and "
-                        "steps) into one table, written to --out")
+                        "steps) into one table, written to --out; FILE.json:MODEL[,MODEL] takes only those models' "
+                        "cases from a file")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--modes", nargs="+", default=list(JAXDL_MODES), choices=JAXDL_MODES,
                    help="the jaxdl modes to time (default: all); the warm ones need auto (its probe caches the "

@@ -329,10 +329,11 @@ PROBE_BUDGET_S = 0.3
 PROBE_FRACTION = 0.01
 PROBE_MIN_S = 0.1
 PROBE_MIN_SEGMENTS = 3
-# Candidates within RACE_WITHIN× of each other are re-timed in alternation for up to RACE_ROUNDS rounds, stopping
-# after a round that leaves the leader RACE_CLEAR× ahead of the next (see race).
+# Candidates within RACE_WITHIN× of each other are re-timed in alternation: at least RACE_ROUNDS rounds and RACE_MIN_S
+# seconds, stopping early after a round that leaves the leader RACE_CLEAR× ahead of the next (see race).
 RACE_WITHIN = 4.0
 RACE_ROUNDS = 3
+RACE_MIN_S = 0.2
 RACE_CLEAR = 1.5
 # The scan driver is probed only when a host-driven step is faster than this (see probe_drivers).
 SCAN_PROBE_BELOW_S = 2e-3
@@ -400,8 +401,8 @@ class Timing:
 
     Creating it runs one step, which compiles the program (every segment length shares it); what that call spent
     beyond compiling (``jax.monitoring`` compile events) estimates the step's cost. Each :meth:`segment` then runs
-    ``steps`` steps and keeps the fastest per-step time in ``per_step``; the next segment is sized to take about
-    ``target_s`` (at most ``max_steps`` steps)."""
+    ``steps`` steps of a new epoch and keeps the fastest per-step time in ``per_step``; the next segment is sized to
+    take about ``target_s`` (at most ``max_steps`` steps)."""
 
     def __init__(self, run, state, active, hp, seeds: list[int], max_steps: int):
         self._run, self._hp, self._seeds, self.max_steps = run, hp, seeds, max_steps
@@ -416,8 +417,12 @@ class Timing:
         self.per_step, self.spent, self.segments, self.steps = float("inf"), 0.0, 0, 1
 
     def segment(self, target_s: float) -> float:
+        # each segment starts a new epoch, as training segments regularly do: drawing the members' epoch order (and
+        # moving it to the device) is part of what a segment costs — once per member one by one, once per group fused
+        epoch = self.segments + 1
         t0 = time.perf_counter()
-        self._state, self._active, m = self._run(self._state, self._active, self._hp, self._seeds, 0, 1, self.steps)
+        self._state, self._active, m = self._run(self._state, self._active, self._hp, self._seeds, epoch, 1,
+                                                 self.steps)
         jax.block_until_ready(m)
         took = time.perf_counter() - t0
         self.per_step = min(self.per_step, took / self.steps)
@@ -452,14 +457,15 @@ def time_runner(run, state, active, hp, seeds: list[int], max_steps: int, budget
 
 
 def race(timings: list[Timing], scale: list[float] | None = None, rounds: int = RACE_ROUNDS,
-         clear: float = RACE_CLEAR) -> int:
+         clear: float = RACE_CLEAR, min_s: float = RACE_MIN_S) -> int:
     """Re-time close candidates in alternation, so a burst of load on a shared machine cannot decide alone.
 
-    Only when the (``scale``-weighted) per-step times are within ``RACE_WITHIN`` of each other: up to ``rounds``
-    rounds of one segment each, keeping every candidate's fastest time, and no more once a round leaves the leader
-    ``clear``× ahead of the runner-up (every candidate then has a steady-state time, and a lead that wide is not
-    load noise). A first estimate can be a lone first step, slower than the steady state, so one round always runs.
-    Returns the rounds run."""
+    Only when the (``scale``-weighted) per-step times are within ``RACE_WITHIN`` of each other: rounds of one segment
+    per candidate, keeping every candidate's fastest time, until ``rounds`` rounds have run and they took ``min_s``
+    seconds (a close call between millisecond segments gets many alternations for a fifth of a second) — or earlier,
+    after any round that leaves the leader ``clear``× ahead of the runner-up (every candidate then has a steady-state
+    time, and a lead that wide is not load noise). A first estimate can be a lone first step, slower than the steady
+    state, so one round always runs. Returns the rounds run."""
     if len(timings) < 2:
         return 0
     scale = scale or [1.0] * len(timings)
@@ -469,13 +475,14 @@ def race(timings: list[Timing], scale: list[float] | None = None, rounds: int = 
 
     if costs()[-1] > RACE_WITHIN * costs()[0]:
         return 0
-    for done in range(1, rounds + 1):
+    t0, done = time.perf_counter(), 0
+    while True:
         for t in timings:
             t.segment(min(PROBE_SEGMENT_S, t.per_step * t.steps))
+        done += 1
         best, runner_up = costs()[:2]
-        if runner_up >= clear * best:
+        if runner_up >= clear * best or (done >= rounds and time.perf_counter() - t0 >= min_s):
             return done
-    return rounds
 
 
 class Programs:

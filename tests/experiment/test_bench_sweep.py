@@ -60,6 +60,17 @@ def test_combine_pools_repeats_of_the_same_case(bench, tmp_path):
     assert "auto 3, fused_cold 3, others 1" in table
 
 
+def test_combine_takes_only_the_named_models_of_a_file(bench, tmp_path):
+    both = _write(tmp_path / "both.json", [
+        {"model": "mlp", "members": 16, "steps": 100, "batch_size": bench.BATCH, "raw": {"auto": [_auto(9.0, True)]}},
+        {"model": "lenet5", "members": 16, "steps": 50, "batch_size": bench.BATCH,
+         "raw": {"auto": [_auto(30.0, False)]}}])
+    cases, notes = bench.combine([f"{both}:lenet5"])
+    assert [c["model"] for c in cases] == ["lenet5"] and "lenet5 cases only" in notes[0]
+    with pytest.raises(SystemExit, match="no vgg cases"):
+        bench.combine([f"{both}:lenet5,vgg"])
+
+
 def test_combine_rejects_another_batch_size(bench, tmp_path):
     other = _write(tmp_path / "other.json", [{"model": "mlp", "members": 4, "steps": 10, "batch_size": 32,
                                               "raw": {"auto": [_auto(1.0, False)]}}])

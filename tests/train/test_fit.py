@@ -149,13 +149,16 @@ def test_race_retimes_close_candidates_in_alternation():
     b = Timing(runner("b", 0.002), {"w": jnp.ones(2)}, True, {}, [0], max_steps=4)
     a.per_step, b.per_step = 0.006, 0.002  # as if a burst of load hit a's timing
     order.clear()
-    assert race([a, b], rounds=2) == 2  # still neck and neck after the first round: both rounds run
+    assert race([a, b], rounds=2, min_s=0.0) == 2  # neck and neck after the first round: both rounds run
     assert order == ["a", "b", "a", "b"] and a.per_step < 0.0045
     slow = Timing(runner("slow", 0.01), {"w": jnp.ones(2)}, True, {}, [0], max_steps=4)
     slow.per_step, b.per_step = 0.006, 0.002  # within RACE_WITHIN, so raced ...
     order.clear()
     assert race([slow, b], rounds=3) == 1  # ... but one round shows a clear lead (>= RACE_CLEAR): no more rounds
     assert order == ["slow", "b"]
+    b.per_step = a.per_step = 0.002
+    t0 = time.perf_counter()
+    assert race([a, b], rounds=1, min_s=0.05) > 1 and time.perf_counter() - t0 >= 0.05  # close: re-timed for min_s
     far = Timing(runner("far", 0.0), {"w": jnp.ones(2)}, True, {}, [0], max_steps=4)
     far.per_step = 1.0
     order.clear()
