@@ -369,6 +369,14 @@ def summarize(model: str, members: int, steps: int, raw: dict[str, list[dict[str
     }
 
 
+def combine_source(item: str) -> tuple[str, set[str] | None]:
+    """``FILE.json`` or ``FILE.json:MODEL[,MODEL…]`` -> (path, the models to take or None for all)."""
+    head, _, tail = item.rpartition(":")
+    if head.endswith(".json") and tail:
+        return head, set(tail.split(","))
+    return item, None
+
+
 def combine(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """Pool the raw timings of earlier runs' JSON files: cases with the same model, members, steps and batch size are
     merged (every repeat of every mode counts), then summarised again. A path may end in ``:MODEL[,MODEL…]`` to take
@@ -377,8 +385,7 @@ def combine(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     pooled: dict[tuple, dict[str, list]] = {}
     notes = []
     for item in paths:
-        path, only = item.rsplit(":", 1) if ":" in item and item.rsplit(":", 1)[0].endswith(".json") else (item, "")
-        models = set(only.split(",")) if only else None
+        path, models = combine_source(item)
         data = json.loads(Path(path).read_text())
         present = {c["model"] for c in data["cases"]}
         if models is not None and not models <= present:
@@ -498,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                 "decisions the warm modes find)")
     if args.combine:
         cases, notes = combine(args.combine)
-        info = {**json.loads(Path(args.combine[0]).read_text())["machine"], "command": machine_command(),
+        info = {**json.loads(Path(combine_source(args.combine[0])[0]).read_text())["machine"],
+                "command": machine_command(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         info.pop("total_s", None)
         return write_results(args.out, cases, info, notes, args)
