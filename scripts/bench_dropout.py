@@ -6,7 +6,8 @@ member's rate is 0 (``jaxdl.train.step.uses_dropout``). This script measures the
 by side — XLA compile seconds and per-step milliseconds (best of ``--repeats`` timed loops), one member and a fused
 population — on digits, Adam, batch 64::
 
-    python scripts/bench_dropout.py [--models mlp lenet5] [--members 1 16] [--repeats 5] [--out scripts/results/bench_dropout]
+    python scripts/bench_dropout.py [--models mlp lenet5] [--members 1 16] [--repeats 5] \
+        [--out scripts/results/bench_dropout]
 
 Ratios are "without masks / with masks" from the same process (< 1: the mask-free step is cheaper).
 """

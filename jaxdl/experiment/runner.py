@@ -29,8 +29,8 @@ from jaxdl.experiment.plan import Plan, build_plan, print_plan, sweep_dir_for
 from jaxdl.experiment.store import FINISHED, SweepStore
 from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
 from jaxdl.train import rundir
-from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, race, read_cache, setup, stack_hparams,
-                              time_runner, train_group, write_cache)
+from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, race, read_cache, setup, speed_fields,
+                              stack_hparams, time_runner, train_group, write_cache)
 from jaxdl.train.step import signature, uses_dropout
 
 FUSE_MODES = ("auto", "always", "never")
@@ -60,8 +60,7 @@ def speed_key(cfgs: list[Config]) -> str:
     members' numbers (those barely change a step's cost)."""
     cfg, count, dropout = cfgs[0], len(cfgs), uses_dropout(cfgs)
     device = jax.devices()[0]
-    model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "dropout"}  # a number; on/off counts
-    parts = {"model": model, "data": [cfg.data.name, cfg.data.train_limit],
+    parts = {"model": speed_fields(cfg.model), "data": [cfg.data.name, cfg.data.train_limit],
              "batch": cfg.train.batch_size, "optim": [cfg.optim.name, cfg.optim.clip_norm is not None],
              "driver": [cfg.train.driver, cfg.train.chunk_steps], "members": count, "dropout": dropout,
              "device": [device.platform, device.device_kind, len(jax.devices())], "jax": jax.__version__}

@@ -171,8 +171,9 @@ def member(tree: Any, i: int) -> Any:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Drivers. A runner is ``run(state, active, epoch, offset, length) -> (state, active, metrics)``; metrics are host
-# (numpy) arrays of shape (length,) for a single run and (length, P) for a population. In a population, a member whose loss turns non-finite
-# and a member that is no longer ``active`` (stopped early) keep their previous state: updates are masked per member.
+# (numpy) arrays of shape (length,) for a single run and (length, P) for a population. In a population, a member
+# whose loss turns non-finite and a member that is no longer ``active`` (stopped early) keep their previous state:
+# updates are masked per member.
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -339,10 +340,15 @@ RACE_CLEAR = 1.5
 SCAN_PROBE_BELOW_S = 2e-3
 
 
+def speed_fields(model_cfg: Any) -> dict[str, Any]:
+    """A model config's fields that shape a step's cost, for probe cache keys: all but the dropout rate (a number;
+    whether dropout is on at all is keyed separately)."""
+    return {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "dropout"}
+
+
 def _probe_key(s: Setup, members: int) -> str:
     device = jax.devices()[0]
-    model = {k: v for k, v in dataclasses.asdict(s.model.config).items() if k != "dropout"}  # on/off: s.dropout
-    sig = {"model": model, "input": list(s.dataset.input_shape),
+    sig = {"model": speed_fields(s.model.config), "input": list(s.dataset.input_shape),
            "batch": s.cfg.train.batch_size, "optim": s.cfg.optim.name, "chunk": s.cfg.train.chunk_steps,
            "members": members if s.fused else 1, "dropout": s.dropout,
            "device": f"{device.platform}:{device.device_kind}",
