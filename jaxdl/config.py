@@ -195,7 +195,8 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Model-config registry (families register their dataclass when jaxdl.models is imported)
+# Model-config registry (families register their dataclass when jaxdl.models is imported, which jaxdl/__init__.py
+# does; this module never imports jaxdl.models)
 # --------------------------------------------------------------------------------------------------------------------
 
 _MODEL_CONFIGS: dict[str, type[ModelConfig]] = {}
@@ -208,11 +209,18 @@ def register_model_config(name: str, cls: type[ModelConfig]) -> None:
 
 
 def model_config_class(name: str) -> type[ModelConfig]:
-    if not _MODEL_CONFIGS:
-        import jaxdl.models  # noqa: F401  (registers the zoo)
+    """The config dataclass registered for model family ``name``.
+
+    This module never imports :mod:`jaxdl.models` (that would be an import cycle: every model module imports its
+    ``ModelConfig`` base from here). The registry is filled by ``jaxdl/__init__.py``, which imports
+    ``jaxdl.models``: Python runs it before any ``jaxdl.*`` submodule, so ``from jaxdl.config import …`` alone is
+    enough. Third-party families call :func:`register_model_config` (or ``jaxdl.models.register``)."""
     try:
         return _MODEL_CONFIGS[name]
     except KeyError:
+        if not _MODEL_CONFIGS:
+            raise ConfigError(f"model.name: no model families are registered yet (looking up {name!r}); "
+                              "import jaxdl.models first") from None
         raise ConfigError("model.name: " + unknown_message("model", name, _MODEL_CONFIGS)) from None
 
 

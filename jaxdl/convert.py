@@ -26,10 +26,63 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxdl.errors import CheckpointError, ConfigError
-from jaxdl.transfer import flatten, save_variables, unflatten
+
+# --------------------------------------------------------------------------------------------------------------------
+# jaxdl variables files (.npz of flattened paths). They live here, below jaxdl.transfer, which imports this module:
+# transfer -> convert, never the other way (no import cycle).
+# --------------------------------------------------------------------------------------------------------------------
+
+SEP = "/"
+
+
+def flatten(variables: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """``{"params/a/kernel": array, …}`` from nested dicts of arrays."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in variables.items():
+        path = f"{prefix}{SEP}{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, path))
+        else:
+            out[path] = np.asarray(value)
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        node = out
+        *parents, leaf = path.split(SEP)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def save_variables(path: str | Path, variables: Any, meta: dict[str, Any] | None = None) -> Path:
+    """Write variables (nested dicts of arrays) to ``path`` (.npz), with optional JSON metadata."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = flatten(jax.device_get(variables))
+    np.savez(path, **arrays, __meta__=np.array(json.dumps(meta or {})))
+    return path
+
+
+def load_variables(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(variables, meta)`` from a file written by :func:`save_variables`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"pretrained variables file {str(path)!r} not found (write one with `jaxdl convert`)")
+    with np.load(path, allow_pickle=False) as data:
+        flat = {k: data[k] for k in data.files if k != "__meta__"}
+        meta = json.loads(str(data["__meta__"])) if "__meta__" in data.files else {}
+    return unflatten(flat), meta
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Reading
@@ -143,8 +196,6 @@ def packaged_weights(name: str) -> Path:
 
 def load_pretrained(spec: str, model_name: str) -> dict[str, Any]:
     """Variables from ``packaged:NAME``, a PyTorch/safetensors file (converted for ``model_name``) or a ``.npz``."""
-    from jaxdl.transfer import load_variables
-
     if spec.startswith("packaged:"):
         return convert_state_dict(read_state_dict(packaged_weights(spec.split(":", 1)[1])), model_name)
     path = Path(spec)
@@ -283,5 +334,6 @@ def convert_file(src: str | Path, dst: str | Path, model_name: str, num_classes:
     return out, report
 
 
-__all__ = ["ImportReport", "PACKAGED", "RULES", "load_pretrained", "packaged_weights", "check_against", "convert_file", "convert_state_dict", "import_torch",
-           "read_safetensors", "read_state_dict", "rule_for", "write_safetensors"]
+__all__ = ["ImportReport", "PACKAGED", "RULES", "check_against", "convert_file", "convert_state_dict", "flatten",
+           "import_torch", "load_pretrained", "load_variables", "packaged_weights", "read_safetensors",
+           "read_state_dict", "rule_for", "save_variables", "unflatten", "write_safetensors"]

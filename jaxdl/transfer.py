@@ -2,7 +2,9 @@
 ``optim.lr_multipliers``, ``optim.unfreeze``) freeze or re-weight parameter groups.
 
 Pretrained variables live in ``.npz`` files of flattened paths (``params/blocks_3/dw_conv/kernel``,
-``batch_stats/stem_bn/mean`` …) — what ``jaxdl convert`` writes from a PyTorch state dict. A run loads them with
+``batch_stats/stem_bn/mean`` …) — what ``jaxdl convert`` writes from a PyTorch state dict. The file format and the
+PyTorch conversion live in :mod:`jaxdl.convert`, which this module imports (never the reverse: no import cycle);
+``flatten``, ``unflatten``, ``save_variables`` and ``load_variables`` are re-exported here. A run loads them with
 ``train.init_from=PATH``; parameters whose shapes differ from the model's (a 1000-class head on a 10-class model)
 or that match ``train.init_skip`` keep their fresh initialisation, which is how a head is replaced.
 
@@ -12,63 +14,15 @@ or that match ``train.init_skip`` keep their fresh initialisation, which is how 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jaxdl.convert import SEP, flatten, load_pretrained, load_variables, save_variables, unflatten  # noqa: F401
 from jaxdl.errors import CheckpointError
-
-SEP = "/"
-
-
-def flatten(variables: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """``{"params/a/kernel": array, …}`` from nested dicts of arrays."""
-    out: dict[str, np.ndarray] = {}
-    for key, value in variables.items():
-        path = f"{prefix}{SEP}{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, path))
-        else:
-            out[path] = np.asarray(value)
-    return out
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        *parents, leaf = path.split(SEP)
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def save_variables(path: str | Path, variables: Any, meta: dict[str, Any] | None = None) -> Path:
-    """Write variables (nested dicts of arrays) to ``path`` (.npz), with optional JSON metadata."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = flatten(jax.device_get(variables))
-    np.savez(path, **arrays, __meta__=np.array(json.dumps(meta or {})))
-    return path
-
-
-def load_variables(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(variables, meta)`` from a file written by :func:`save_variables`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"pretrained variables file {str(path)!r} not found (write one with `jaxdl convert`)")
-    with np.load(path, allow_pickle=False) as data:
-        flat = {k: data[k] for k in data.files if k != "__meta__"}
-        meta = json.loads(str(data["__meta__"])) if "__meta__" in data.files else {}
-    return unflatten(flat), meta
 
 
 @dataclasses.dataclass
@@ -128,8 +82,6 @@ def apply_pretrained(state, path: str | Path, skip: tuple[str, ...] = (), fused:
     ``(state, LoadReport)``."""
     if model_name is not None and (str(path).startswith("packaged:") or
                                    Path(path).suffix in (".pth", ".pt", ".bin", ".safetensors")):
-        from jaxdl.convert import load_pretrained
-
         source = load_pretrained(str(path), model_name)
     else:
         source, _ = load_variables(path)
