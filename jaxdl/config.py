@@ -42,15 +42,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Which data set and how it is split (see ``jaxdl.data.load``; ``docs/ARCHITECTURE.md`` for the strategies)."""
+
     name: str = "digits"
-    # Directory holding on-disk files (Fashion-MNIST IDX, CIFAR batches). None uses the data set's default location.
+    # Where the data set's files are: a directory (Fashion-MNIST IDX, CIFAR batches, image_folder, a text corpus) or
+    # a file (csv, text, arrays .npz). None uses the data set's default location.
     root: str | None = None
-    # Fraction of the training pool held out for validation (stratified, keyed by ``split_seed``).
+    # Fraction of the training pool (what is left after the test part) held out for validation.
     val_fraction: float = 0.15
-    # Fraction held out for testing, for data sets that ship without a test split (digits, MNIST-5k).
+    # Fraction held out for testing, for data sets that ship without a test split (digits, MNIST-5k, tables, series,
+    # text: for series and text, the last part in time / in the stream).
     test_fraction: float = 0.15
     split_seed: int = 0
-    # Standardise inputs with the training split's per-channel mean and std.
+    # auto | stratified | random | chronological | blocks. auto: stratified for classification, random for
+    # regression tables, chronological for series (windows never cross a span), blocks for text streams.
+    split: str = "auto"
+    # Standardise float inputs with the training split's per-channel mean and std (series: per column, over the
+    # training span only; token ids and integer inputs are never standardised).
     standardize: bool = True
     # Keep at most this many training examples (stratified subset); None keeps all.
     train_limit: int | None = None
@@ -60,6 +68,28 @@ class DataConfig:
     resize: tuple[int, int] | None = None
     # Convert images to this many channels: 3 replicates grayscale (for RGB-pretrained models), 1 takes luminance.
     channels: int | None = None
+    # classification | regression | series | text; None infers it from the data (integer or string targets ->
+    # classification, float -> regression; a set data.context -> series).
+    kind: str | None = None
+    # Tables and series (csv, arrays, statsmodels series): the columns (arrays) to keep as inputs (empty: all but the
+    # time column) and the ones predicted (empty: the data set's default — for a series, every column).
+    columns: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    # csv: the column holding timestamps (ISO dates or numbers); rows are sorted by it and it is not an input.
+    time_column: str | None = None
+    # Missing values (empty cells, NA, NaN): error | drop | ffill | interpolate | zero. None: the data set's default
+    # (error, except co2: interpolate).
+    missing: str | None = None
+    # Series: an example is ``context`` steps of every column -> the next ``horizon`` steps of the target columns,
+    # windows starting every ``stride`` steps. None: the data set's default (24; elec_equip 12, macrodata 8,
+    # nile 10). Setting it on a csv or arrays data set reads it as a series.
+    context: int | None = None
+    horizon: int = 1
+    stride: int = 1
+    # Text: tokens per block (an example holds block_size + 1 character ids: inputs and targets are a shift), and the
+    # file pattern read from a directory (default *.txt), e.g. "*.py".
+    block_size: int = 128
+    glob: str | None = None
 
 
 @dataclass(frozen=True)

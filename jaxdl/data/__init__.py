@@ -1,7 +1,12 @@
-"""Data sets: ``load(cfg.data)`` -> :class:`Dataset` with deterministic, stratified train/val/test splits.
+"""Data sets: ``load(cfg.data)`` -> :class:`Dataset`: three splits of named arrays plus a spec.
 
-Raw arrays are read once per process (cached by data-set name and root); every :func:`load` call returns fresh
-arrays, so callers may modify them freely. No function here ever touches the network.
+Sources: image data sets (digits, MNIST-5k, Fashion-MNIST, MNIST, CIFAR, image folders; stratified splits), tables
+(``csv``, in-memory arrays via :func:`from_arrays`, saved arrays ``arrays``; stratified, random or chronological),
+series (``csv`` with ``data.context``, statsmodels' ``co2``, ``elec_equip``, ``sunspots``, ``nile``,
+``macrodata``; windows, chronological) and text (``text``, ``python_stdlib``, ``shakespeare``; character blocks
+of contiguous spans). Raw image arrays, statsmodels frames and text corpora are read once per process (cached);
+every :func:`load` call returns fresh arrays, so callers may modify them freely. No function here ever touches the
+network.
 """
 
 from __future__ import annotations
@@ -12,20 +17,41 @@ import os
 import numpy as np
 
 from jaxdl.config import DataConfig
+from jaxdl.data.arrays import (
+    KINDS,
+    MISSING,
+    SPLITS,
+    ArraySource,
+    SourceLoader,
+    build_rows,
+    from_arrays,
+    handle_missing,
+)
 from jaxdl.data.core import (
+    Blocks,
     Dataset,
+    Rows,
     Split,
+    Windows,
+    chronological_split,
     epoch_permutation,
+    evenly_spaced,
+    random_split,
     standardize,
     stratified_split,
     stratified_subset,
 )
+from jaxdl.data.series import build_series, check_series_config
 from jaxdl.data.sources import DATASETS, RawData, read_idx
-from jaxdl.errors import ConfigError
+from jaxdl.data.tables import read_csv
+from jaxdl.data.text import TextSource, build_text, decode, encode
+from jaxdl.errors import ConfigError, DataError
 
 __all__ = [
-    "DATASETS", "Dataset", "Split", "RawData", "load", "load_raw", "clear_cache", "epoch_permutation",
-    "standardize", "stratified_split", "stratified_subset", "read_idx",
+    "DATASETS", "ArraySource", "Blocks", "Dataset", "Rows", "Split", "TextSource", "Windows", "RawData", "build",
+    "chronological_split", "clear_cache", "decode", "encode", "epoch_permutation", "evenly_spaced", "from_arrays",
+    "handle_missing", "load", "load_raw", "random_split", "read_csv", "read_idx", "standardize", "stratified_split",
+    "stratified_subset",
 ]
 
 
@@ -39,8 +65,10 @@ def _load_raw_cached(name: str, root: str | None) -> RawData:
 
 
 def load_raw(name: str, root: str | None = None) -> RawData:
-    """The data set's raw arrays (read-only, cached in-process by ``(name, root)``)."""
-    DATASETS.get(name)  # unknown names raise before anything is cached
+    """An image data set's raw arrays (read-only, cached in-process by ``(name, root)``)."""
+    if isinstance(DATASETS.get(name), SourceLoader):  # unknown names raise before anything is cached
+        raise DataError(f"data set {name!r} is not an image data set (it has no raw image arrays); use "
+                        f"load(DataConfig(name={name!r}, ...))")
     if root is not None:
         root = os.path.abspath(os.path.expanduser(str(root)))
     return _load_raw_cached(name, root)
@@ -48,7 +76,12 @@ def load_raw(name: str, root: str | None = None) -> RawData:
 
 def clear_cache() -> None:
     """Forget every cached raw data set (e.g. after files under a ``data.root`` changed)."""
+    from jaxdl.data import series, text
+
     _load_raw_cached.cache_clear()
+    series._statsmodels_frame.cache_clear()
+    text._stdlib_text.cache_clear()
+    text._shakespeare_text.cache_clear()
 
 
 def _check_config(cfg: DataConfig) -> None:
@@ -64,6 +97,25 @@ def _check_config(cfg: DataConfig) -> None:
         raise ConfigError(f"data.resize: expected (height, width) with positive sizes, got {cfg.resize!r}")
     if cfg.channels not in (None, 1, 3):
         raise ConfigError(f"data.channels: expected 1, 3 or none, got {cfg.channels!r}")
+    for key, allowed in (("split", SPLITS), ("missing", MISSING + (None,)), ("kind", KINDS + (None,))):
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"data.{key}: expected one of {', '.join(map(str, allowed))}, got "
+                              f"{getattr(cfg, key)!r}")
+    check_series_config(cfg)
+
+
+def _check_image_config(cfg: DataConfig) -> None:
+    """Options of tables, series and text make no sense for an image data set: say so instead of ignoring them."""
+    if cfg.split not in ("auto", "stratified"):
+        raise ConfigError(f"data.split={cfg.split!r}: image data set {cfg.name!r} is split stratified (auto)")
+    if cfg.kind not in (None, "classification"):
+        raise ConfigError(f"data.kind={cfg.kind!r}: image data set {cfg.name!r} is a classification data set")
+    for key in ("context", "time_column", "glob"):
+        if getattr(cfg, key) is not None:
+            raise ConfigError(f"data.{key} applies to series/text data sets; {cfg.name!r} is an image data set")
+    for key in ("columns", "targets"):
+        if getattr(cfg, key):
+            raise ConfigError(f"data.{key} applies to tables and series; {cfg.name!r} is an image data set")
 
 
 def _reshape_images(x: np.ndarray, cfg: DataConfig, name: str) -> np.ndarray:
@@ -95,8 +147,33 @@ def _to_float(x: np.ndarray, max_value: float) -> np.ndarray:
     return np.multiply(x, np.float32(1.0 / max_value), dtype=np.float32)
 
 
-def load(cfg: DataConfig) -> Dataset:
+def build(source: ArraySource | TextSource, cfg: DataConfig) -> Dataset:
+    """Split and standardise an unsplit source as ``cfg`` says: text -> blocks; a series (``kind="series"``, or
+    ``data.context`` / ``data.kind=series`` set) -> windows; anything else -> rows."""
+    if isinstance(source, TextSource):
+        if cfg.kind not in (None, "text"):
+            raise ConfigError(f"data.kind={cfg.kind!r}: {source.name!r} is a text data set")
+        return build_text(source, cfg)
+    if not isinstance(source, ArraySource):
+        raise DataError(f"load(source=...): expected an ArraySource (jaxdl.data.from_arrays) or a TextSource, got "
+                        f"{type(source).__name__}")
+    if cfg.kind == "text":
+        raise ConfigError(f"data.kind='text': {source.name!r} holds arrays, not text")
+    if cfg.context is not None or cfg.kind == "series" or (cfg.kind is None and source.kind == "series"):
+        return build_series(source, cfg)
+    return build_rows(source, cfg)
+
+
+def load(cfg: DataConfig, source: ArraySource | TextSource | None = None) -> Dataset:
     """Build the :class:`Dataset` described by ``cfg`` (a :class:`~jaxdl.config.DataConfig`).
+
+    Args:
+      cfg: which data set (``cfg.name``, ignored when ``source`` is given) and how to split it.
+      source: in-memory data (:func:`from_arrays`); the config's splitting, standardisation and limits apply to it
+        exactly as to a named data set, and the Dataset carries the source's name and description.
+
+    Tables, series and text: see :func:`build` and the modules ``arrays``, ``tables``, ``series``, ``text``.
+    Image data sets:
 
     * Data sets with an official test split keep it; the others have ``test_fraction`` of all examples carved out
       as the test split (stratified, keyed by ``split_seed``).
@@ -106,8 +183,14 @@ def load(cfg: DataConfig) -> Dataset:
     * ``train_limit`` keeps a stratified subset of that many training examples.
     * ``standardize`` standardises every split per channel with the training split's mean and std.
     """
-    DATASETS.get(cfg.name)  # unknown name: the registry's 'did you mean' error, before any other check
+    if source is not None:
+        _check_config(cfg)
+        return build(source, cfg)
+    entry = DATASETS.get(cfg.name)  # unknown name: the registry's 'did you mean' error, before any other check
     _check_config(cfg)
+    if isinstance(entry, SourceLoader):
+        return build(entry(cfg), cfg)
+    _check_image_config(cfg)
     raw = load_raw(cfg.name, cfg.root)
     seed = int(cfg.split_seed)
     if seed < 0:
@@ -157,4 +240,6 @@ def load(cfg: DataConfig) -> Dataset:
         input_shape=tuple(int(d) for d in train_x.shape[1:]),
         mean=mean,
         std=std,
+        description=f"image data set {cfg.name}" + (f" ({raw.source})" if raw.source else ""),
+        info={"split": "stratified" + (" (official test split)" if raw.has_test else "")},
     )

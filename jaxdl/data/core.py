@@ -9,10 +9,11 @@ arguments: the same config always gives the same train/val/test split, and a res
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from jaxdl.data.views import Blocks, Rows, Split, Windows  # noqa: F401  (re-exported)
 from jaxdl.errors import DataError
 
 SeedLike = int | Sequence[int]
@@ -22,37 +23,63 @@ STD_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
-class Split:
-    """One part of a data set: inputs ``x`` (N, ...) and integer labels ``y`` (N,)."""
-
-    x: np.ndarray
-    y: np.ndarray
-
-    def __post_init__(self):
-        if len(self.x) != len(self.y):
-            raise DataError(f"split has {len(self.x)} inputs but {len(self.y)} labels")
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass(frozen=True)
 class Dataset:
+    """Three splits of named arrays plus a spec of what they hold.
+
+    The first nine fields keep their historical positions (``Dataset(name, train, val, test, num_classes,
+    class_names, input_shape, mean, std)``); the rest are keywords whose defaults describe an image classification
+    set.
+
+    Attributes:
+      num_classes: number of classes (classification), vocabulary size (text), None (regression, series).
+      input_shape: per-example shape of the first input array.
+      mean, std: statistics the first input was standardised with (training split only), None when raw.
+      inputs: the batch names the model reads; targets: the names the loss reads.
+      kind: ``classification | regression | series | text`` — a hint for which task fits.
+      description: one sentence on where the data come from.
+      info: anything else worth recording: ``split`` (the strategy), ``vocab`` (text), ``columns``,
+        ``target_columns``, ``time_column``, ``normalization`` (per-array statistics), spans …
+    """
+
     name: str
     train: Split
     val: Split
     test: Split
-    num_classes: int
+    num_classes: int | None
     class_names: tuple[str, ...]
     input_shape: tuple[int, ...]  # per example, e.g. (8, 8, 1)
     mean: np.ndarray | None  # per-channel training mean used to standardise (None: not standardised)
     std: np.ndarray | None
+    inputs: tuple[str, ...] = ("image",)
+    targets: tuple[str, ...] = ("label",)
+    kind: str = "classification"
+    description: str = ""
+    info: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        names = ", ".join(self.class_names[:4]) + (", …" if len(self.class_names) > 4 else "")
-        norm = "standardised" if self.mean is not None else "raw [0, 1]"
-        return (f"{self.name}: train {len(self.train)} / val {len(self.val)} / test {len(self.test)}, "
-                f"input {self.input_shape} {self.train.x.dtype} ({norm}), {self.num_classes} classes ({names})")
+        """One line: sizes, per-example shapes, what is predicted and how the data were split."""
+        sizes = f"train {len(self.train)} / val {len(self.val)} / test {len(self.test)}"
+        spec = self.train.example_spec()
+        split = f"split {self.info.get('split', 'unspecified')}"
+        first = self.inputs[0] if self.inputs and self.inputs[0] in spec else self.train.names[0]
+        dtype = spec[first][1]
+        norm = "standardised" if self.mean is not None else "raw"
+        if self.kind == "text":
+            return (f"{self.name}: {sizes} blocks of {self.input_shape[0]} tokens, vocabulary {self.num_classes} "
+                    f"characters (id 0 = <unk>), {split}")
+        if self.kind == "series":
+            cols, tcols = self.info.get("columns", ()), self.info.get("target_columns", ())
+            return (f"{self.name}: {sizes} windows, input {self.input_shape} {dtype} ({norm}; columns "
+                    f"{', '.join(cols)}) -> next {self.info.get('horizon', '?')} step(s) of {', '.join(tcols)}, "
+                    f"{split}")
+        if self.kind == "classification":
+            names = ", ".join(self.class_names[:4]) + (", …" if len(self.class_names) > 4 else "")
+            if self.inputs == ("image",) and self.mean is None:
+                norm = "raw [0, 1]"
+            return (f"{self.name}: {sizes}, input {self.input_shape} {dtype} ({norm}), {self.num_classes} classes "
+                    f"({names}), {split}")
+        targets = ", ".join(f"{t} {spec[t][0]}" for t in self.targets if t in spec)
+        return f"{self.name}: {sizes}, input {self.input_shape} {dtype} ({norm}), {self.kind} of {targets}, {split}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -166,6 +193,58 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     if n < 0 or seed < 0 or epoch < 0:
         raise ValueError(f"epoch_permutation needs n, seed, epoch >= 0, got n={n}, seed={seed}, epoch={epoch}")
     return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
+
+
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5 + 1e-9))
+
+
+def chronological_split(n: int, val_fraction: float, test_fraction: float) -> tuple[slice, slice, slice]:
+    """Contiguous train / validation / test spans of ``n`` time-ordered steps (or rows).
+
+    The test span is the last ``round(test_fraction * n)`` steps, validation the ``round(val_fraction * rest)``
+    steps before it (``val_fraction`` is a fraction of the pool left after the test span, as for the other
+    strategies), and training everything before that — so nothing in training or validation comes after the test
+    span. Each span gets at least one step.
+
+    Returns:
+      ``(train_slice, val_slice, test_slice)``, slices of ``range(n)``.
+    """
+    n = int(n)
+    if n < 3:
+        raise DataError(f"a chronological split needs at least 3 steps (train, val, test), got {n}")
+    n_test = min(max(_round_half_up(test_fraction * n), 1), n - 2)
+    n_val = min(max(_round_half_up(val_fraction * (n - n_test)), 1), n - n_test - 1)
+    a, b = n - n_test - n_val, n - n_test
+    return slice(0, a), slice(a, b), slice(b, n)
+
+
+def random_split(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Shuffled ``(train, val, test)`` index arrays of ``range(n)`` keyed by ``seed`` (rows without classes).
+
+    The test part is drawn first (keyed by ``[seed, 0]``), validation from the rest (``[seed, 1]``), so the test
+    part does not depend on ``val_fraction``. Each part gets at least one index.
+    """
+    n = int(n)
+    if n < 3:
+        raise DataError(f"a random split needs at least 3 rows (train, val, test), got {n}")
+    n_test = min(max(_round_half_up(test_fraction * n), 1), n - 2)
+    perm = np.random.default_rng([int(seed), 0]).permutation(n)
+    test, pool = perm[:n_test], perm[n_test:]
+    n_val = min(max(_round_half_up(val_fraction * len(pool)), 1), len(pool) - 1)
+    pool = pool[np.random.default_rng([int(seed), 1]).permutation(len(pool))]
+    return pool[n_val:].astype(np.int64), pool[:n_val].astype(np.int64), test.astype(np.int64)
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """``min(n, k)`` sorted, distinct indices spread evenly over ``range(n)`` (first and last included) — how
+    ``train_limit`` / ``eval_limit`` thin ordered examples (windows, blocks) without a random draw."""
+    n, k = int(n), int(k)
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    if k <= 1:
+        return np.zeros(max(k, 0), dtype=np.int64)
+    return np.round(np.linspace(0, n - 1, k)).astype(np.int64)  # spacing >= 1, so rounding keeps them distinct
 
 
 # --------------------------------------------------------------------------------------------------------------------
