@@ -392,11 +392,69 @@ def _coerce(text: str, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: fields of type {_type_name(tp)} cannot be set from the command line")
 
 
+# Names other libraries use for our keys. They are suggested in the error, never applied: configs, sweeps and
+# config.json keep one canonical spelling. A target under the same section is only suggested when that section's
+# class has the field (``model.dropout_rate`` -> ``model.dropout`` only for families with dropout).
+KEY_ALIASES: dict[str, str] = {
+    "lr": "optim.lr", "learning_rate": "optim.lr", "batch_size": "train.batch_size", "epochs": "train.epochs",
+    "random_seed": "seed", "rng_seed": "seed", "random_state": "seed", "seeds": "seed",
+    "optimizer": "optim.name", "arch": "model.name",
+    "train.seed": "seed", "optim.seed": "seed", "data.seed": "data.split_seed",
+    "optim.learning_rate": "optim.lr", "optim.learningrate": "optim.lr", "optim.lr_rate": "optim.lr",
+    "optim.wd": "optim.weight_decay", "optim.weight_decay_rate": "optim.weight_decay",
+    "optim.decay": "optim.weight_decay",
+    "optim.optimizer": "optim.name", "optim.optimiser": "optim.name", "optim.type": "optim.name",
+    "optim.beta1": "optim.b1", "optim.beta2": "optim.b2", "optim.beta_1": "optim.b1", "optim.beta_2": "optim.b2",
+    "optim.epsilon": "optim.eps", "optim.grad_clip": "optim.clip_norm", "optim.max_grad_norm": "optim.clip_norm",
+    "optim.lr_schedule": "optim.schedule", "optim.scheduler": "optim.schedule",
+    "optim.warmup": "optim.warmup_steps",
+    "train.bs": "train.batch_size", "train.batch": "train.batch_size", "train.batchsize": "train.batch_size",
+    "train.num_epochs": "train.epochs", "train.n_epochs": "train.epochs", "train.max_epochs": "train.epochs",
+    "train.epoch": "train.epochs",
+    "train.max_steps": "train.steps", "train.num_steps": "train.steps", "train.n_steps": "train.steps",
+    "train.total_steps": "train.steps", "train.train_steps": "train.steps",
+    "loss.smoothing": "loss.label_smoothing", "loss.type": "loss.name",
+    "model.arch": "model.name", "model.architecture": "model.name", "model.type": "model.name",
+    "model.dropout_rate": "model.dropout", "model.p": "model.dropout", "model.drop_rate": "model.dropout",
+    "model.n_classes": "model.num_classes", "model.classes": "model.num_classes",
+    "model.num_outputs": "model.num_classes",
+}
+# Section names other libraries use: ``optimizer.lr`` -> ``optim.lr``.
+SECTION_ALIASES: dict[str, str] = {
+    "optimizer": "optim", "optimiser": "optim", "opt": "optim", "training": "train", "trainer": "train",
+    "dataset": "data", "datasets": "data", "net": "model", "network": "model",
+    "augmentation": "augment", "aug": "augment", "criterion": "loss",
+}
+
+
+def alias_suggestion(key: str, valid: list[str] | None = None, prefix: str = "") -> str | None:
+    """The canonical key for a known alias ``key`` (a full dotted key), or None. ``valid``: the field names of the
+    section ``prefix`` that ``key`` was looked up in (a same-section target must be one of them)."""
+    head, _, rest = key.partition(".")
+    if key not in KEY_ALIASES and head in SECTION_ALIASES and rest:
+        key = f"{SECTION_ALIASES[head]}.{rest}"
+        return KEY_ALIASES.get(key, key)
+    target = KEY_ALIASES.get(key)
+    if target is None:
+        return None
+    section, _, leaf = target.rpartition(".")
+    if valid is not None and section == prefix and leaf not in valid:
+        return None
+    return target
+
+
 def _check_field_names(cls, names, prefix: str, full_key: str | None = None) -> None:
     valid = [f.name for f in dataclasses.fields(cls)]
     for n in names:
         if n not in valid:
             key = full_key or (f"{prefix}.{n}" if prefix else n)
+            here = f"{prefix}.{n}" if prefix else n
+            if not prefix and full_key and full_key != here:  # a top-level section alias: optimizer.lr
+                alias = alias_suggestion(full_key)
+            else:
+                alias = alias_suggestion(here, valid, prefix)
+            if alias is not None:
+                raise ConfigError(f"unknown config key {key!r} — did you mean {alias}?")
             hint = closest(n, valid)
             full = [f"{prefix}.{h}" if prefix else h for h in hint]
             msg = f"unknown config key {key!r}"

@@ -97,3 +97,42 @@ def test_config_variant_builds_a_preset_and_rejects_unknown_fields():
     assert cls().name == "resnet7_test" and cls().depth == 50 and issubclass(cls, ResNetConfig)
     with pytest.raises(TypeError, match=r"unknown fields \['depht'\]"):
         C.config_variant(ResNetConfig, "x", depht=50)
+
+
+ALIASES = [
+    ("optim.learning_rate", "optim.lr"), ("optim.wd", "optim.weight_decay"),
+    ("optim.weight_decay_rate", "optim.weight_decay"), ("train.bs", "train.batch_size"),
+    ("train.batch", "train.batch_size"), ("train.num_epochs", "train.epochs"), ("train.n_epochs", "train.epochs"),
+    ("optim.optimizer", "optim.name"), ("optim.type", "optim.name"), ("model.arch", "model.name"),
+    ("model.architecture", "model.name"), ("optim.beta1", "optim.b1"), ("optim.beta2", "optim.b2"),
+    ("optim.epsilon", "optim.eps"), ("loss.smoothing", "loss.label_smoothing"),
+    ("model.dropout_rate", "model.dropout"), ("model.p", "model.dropout"), ("lr", "optim.lr"),
+    ("random_seed", "seed"), ("train.max_steps", "train.steps"), ("train.num_steps", "train.steps"),
+    ("optimizer.lr", "optim.lr"), ("optimizer.learning_rate", "optim.lr"),
+]
+
+
+@pytest.mark.parametrize("alias,canonical", ALIASES)
+def test_common_aliases_fail_with_the_canonical_key(alias, canonical):
+    """Aliases are suggested, never applied: configs keep one spelling."""
+    msg = f"unknown config key '{alias}' — did you mean {canonical}?"
+    with pytest.raises(ConfigError) as e:
+        C.apply_overrides(C.Config(), [f"{alias}=1"])
+    assert str(e.value) == msg
+
+
+def test_aliases_in_python_configs_and_json_are_errors_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"'model\.dropout_rate' — did you mean model\.dropout\?"):
+        C.model_config("mlp", dropout_rate=0.1)
+    data = C.to_dict(C.Config())
+    data["optim"]["learning_rate"] = data["optim"].pop("lr")
+    with pytest.raises(ConfigError, match=r"'optim\.learning_rate' — did you mean optim\.lr\?"):
+        C.from_dict(data)
+
+
+def test_model_dropout_alias_only_for_families_with_dropout():
+    # ResNet has no dropout field: no alias suggestion, the ordinary unknown-key message listing its valid keys
+    with pytest.raises(ConfigError) as e:
+        C.apply_overrides(C.Config(), ["model.name=resnet18", "model.dropout_rate=0.1"])
+    assert "did you mean model.dropout" not in str(e.value)
+    assert "unknown config key 'model.dropout_rate'" in str(e.value) and "Valid keys under model" in str(e.value)
