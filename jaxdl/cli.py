@@ -5,7 +5,7 @@
     jaxdl eval runs/digits_mlp/20261124-101500
     jaxdl resume runs/digits_mlp/20261124-101500
     jaxdl sweep experiments/quickstart.py [--sweep 'optim.lr=1e-3,3e-3 seed=0:4'] [--dry-run]
-    jaxdl report runs/sweeps/quickstart [--format md]
+    jaxdl report runs/sweeps/quickstart [--format md] [--metric val/loss]
     jaxdl explain runs/mnist5k_lenet/20261124-101500 --image digit.png
     jaxdl models
 """
@@ -20,24 +20,36 @@ from pathlib import Path
 from jaxdl.errors import DivergenceError, JaxdlError
 
 
+def _metric_names(summary: dict) -> list[str]:
+    """The metrics a summary has on any split (loss first), e.g. ``loss, accuracy`` or ``loss, mae, mse, rmse``."""
+    names = set()
+    for split in ("train", "val", "test"):
+        names |= {k for k, v in (summary.get(split) or {}).items() if isinstance(v, (int, float))}
+    names |= {k.split("/", 1)[1] for k in (summary.get("final") or {}) if "/" in k}
+    return sorted(names, key=lambda n: (n != "loss", n))
+
+
 def _print_summary(summary: dict, run_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    from jaxdl.experiment.report import make_console
+
+    names = _metric_names(summary)
     table = Table(title=f"{summary.get('name', '')} → {run_dir}")
     table.add_column("split")
-    table.add_column("loss", justify="right")
-    table.add_column("accuracy", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
     for split in ("train", "val", "test"):
-        metrics = summary.get(split) or {k.split("/")[1]: v for k, v in summary.get("final", {}).items()
+        metrics = summary.get(split) or {k.split("/", 1)[1]: v for k, v in (summary.get("final") or {}).items()
                                          if k.startswith(split + "/")}
         if metrics:
-            table.add_row(split, f"{metrics.get('loss', float('nan')):.4f}", f"{metrics.get('accuracy', 0):.4f}")
-    console = Console()
+            table.add_row(split, *[f"{metrics[n]:.4f}" if isinstance(metrics.get(n), (int, float)) else "-"
+                                   for n in names])
+    console = make_console()
     console.print(table)
     extra = {k: summary.get(k) for k in ("steps", "epochs", "wall_time_s", "steps_per_s", "driver", "stopped_early")
              if k in summary}
-    console.print(" ".join(f"{k}={v}" for k, v in extra.items()))
+    console.print(" ".join(f"{k}={v}" for k, v in extra.items()), soft_wrap=True, markup=False, highlight=False)
 
 
 def cmd_train(args) -> int:
@@ -50,11 +62,42 @@ def cmd_train(args) -> int:
     return 0
 
 
+def finished_run(run_dir: str | Path) -> dict | None:
+    """The summary of a run that has nothing left to train, else None.
+
+    A run is complete when its ``summary.json`` says it ended — diverged, stopped early, or completed with the
+    steps its config asks for (``train.steps``; a run sized in epochs is complete once completed).
+    """
+    from jaxdl.train.rundir import SUMMARY_FILE, read_config
+
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError:
+        return None
+    status = summary.get("status")
+    if status == "diverged" or summary.get("stopped_early") or status == "stopped":
+        return summary
+    if status != "completed":
+        return None
+    wanted = read_config(run_dir).train.steps
+    return summary if wanted is None or (summary.get("steps") or 0) >= wanted else None
+
+
 def cmd_resume(args) -> int:
     from jaxdl.train import fit
     from jaxdl.train.rundir import read_config
 
     cfg = read_config(args.run_dir)
+    done = finished_run(args.run_dir)
+    if done is not None:
+        how = {"diverged": f"diverged at step {done.get('diverged_at')}"}.get(done.get("status"), "")
+        how = how or ("stopped early" if done.get("stopped_early") else "")
+        print(f"run {args.run_dir} is already complete ({done.get('steps')} steps{'; ' + how if how else ''}); "
+              "nothing to do")
+        return 0
     result = fit(cfg, workdir=args.run_dir, resume=True)
     _print_summary(result.summary, result.run_dir)
     return 0
@@ -165,9 +208,10 @@ def cmd_models(args) -> int:
 def cmd_sweep(args) -> int:
     from jaxdl.experiment.runner import run_sweep
 
-    run_sweep(args.experiment, args.overrides, sweep=args.sweep, workdir=args.workdir, fuse=args.fuse,
-              executor=args.executor, workers=args.workers, ray_address=args.ray_address, dry_run=args.dry_run)
-    return 0
+    result = run_sweep(args.experiment, args.overrides, sweep=args.sweep, workdir=args.workdir, fuse=args.fuse,
+                       executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                       dry_run=args.dry_run)
+    return 1 if result.failed else 0
 
 
 def cmd_report(args) -> int:
@@ -213,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="ranked table and plots of a sweep")
     rp.add_argument("sweep_dir")
     rp.add_argument("--format", choices=("rich", "md", "csv"), default="rich")
-    rp.add_argument("--metric", default="test/accuracy", help="ranking metric, e.g. test/accuracy or val/loss")
+    rp.add_argument("--metric", help="ranking metric, e.g. val/accuracy, val/rmse or val/loss (default: the runs' "
+                                     "monitored validation metric; the test value is shown beside it)")
     rp.add_argument("--limit", type=int, default=40, help="rows to print (files hold all)")
     rp.add_argument("--no-plots", action="store_true")
     rp.set_defaults(fn=cmd_report)

@@ -20,6 +20,7 @@ import numpy as np
 from jaxdl import config as config_lib
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError
+from jaxdl.experiment.report import PIPE_WIDTH, make_console  # noqa: F401 — re-exported
 from jaxdl.experiment.sweep import Spec
 from jaxdl.train.step import dynamic_keys, signature
 
@@ -66,6 +67,14 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(config_lib.to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
+def run_id_for(digest: str) -> str:
+    """A sweep run's id: its config's hash together with the jaxdl version, so a sweep rerun by other code trains
+    anew instead of silently reusing results recorded by the old code."""
+    import jaxdl
+
+    return hashlib.sha1(f"{digest} jaxdl={jaxdl.__version__}".encode()).hexdigest()[:12]
+
+
 def _family_fields() -> set[str]:
     from jaxdl.models import MODELS
 
@@ -107,7 +116,7 @@ def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tup
             skipped.append((point.overrides, "duplicate of an earlier point"))
             continue
         seen.add(digest)
-        run_id = digest[:12]
+        run_id = run_id_for(digest)
         cfg = dataclasses.replace(cfg, name=f"{name}-{run_id[:8]}")
         # the swept values as the config holds them (a --sweep gives strings; the report plots numbers as numbers)
         values = {k: _lookup(cfg, k) for k in point.values}
@@ -198,15 +207,17 @@ def format_bytes(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
-def make_console():
-    """A rich console; 120 columns when the output is not a terminal (logs, CI) so tables stay readable."""
-    from rich.console import Console
+def describe_member(run: RunSpec) -> str:
+    """The values a sweep point sets: its labels (``model=mlp reg=l2``) and swept numbers (``lr=0.001 seed=0``)."""
+    from jaxdl.experiment.report import describe_values
 
-    console = Console()
-    return console if console.is_terminal else Console(width=120)
+    return describe_values({**run.labels, **run.values})
 
 
-def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, console=None) -> None:
+def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, console=None,
+               members: bool = False) -> None:
+    """The plan table (groups, sizes, memory, how each trains); ``members``: also every member's run id and the
+    values it takes (``--dry-run``)."""
     from rich.table import Table
 
     console = console or make_console()
@@ -232,7 +243,14 @@ def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, 
         for _, why in plan.skipped:
             reasons[why] = reasons.get(why, 0) + 1
         console.print(f"skipped {len(plan.skipped)} points: "
-                      + "; ".join(f"{why} ({n})" for why, n in reasons.items()))
+                      + "; ".join(f"{why} ({n})" for why, n in reasons.items()), soft_wrap=True)
+    if members:
+        for g in plan.groups:
+            console.print(f"group {g.id} ({g.title}): {len(g.runs)} members", soft_wrap=True, markup=False,
+                          highlight=False)
+            for r in g.runs:
+                console.print(f"  {r.run_id}  {describe_member(r) or '(base config)'}", soft_wrap=True,
+                              markup=False, highlight=False)
 
 
 def sweep_dir_for(experiment: str | Path, workdir: str | Path | None) -> Path:

@@ -124,9 +124,44 @@ def _record(store: SweepStore, run_id: str, run_dir: Path) -> str:
     return summary["status"]
 
 
+def _fail_run(store: SweepStore, run: dict[str, Any], error: str, details: str) -> None:
+    """Record a failed run: status ``failed`` and ``error`` in the database, ``details`` (the traceback) in its
+    ``error.txt`` — its directory is created if the failure came before training made it."""
+    store.fail(run["run_id"], error)
+    try:
+        run_dir = Path(run["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(details)
+    except OSError:  # the database row is the record; a missing error.txt must not end the sweep
+        pass
+
+
+def fail_group(payload: dict[str, Any], error: str, details: str, decision: dict | None = None) -> dict[str, Any]:
+    """Mark every run of the group that has not finished as failed; the result ``run_group`` returns."""
+    store = SweepStore(payload["store"])
+    statuses = {}
+    for r in payload["runs"]:
+        status = (store.run(r["run_id"]) or {}).get("status")
+        if status in FINISHED:
+            statuses[r["run_id"]] = status
+            continue
+        _fail_run(store, r, error, details)
+        statuses[r["run_id"]] = "failed"
+    return {"group_id": payload["group_id"], "decision": decision, "statuses": statuses, "error": error}
+
+
 def run_group(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one group of a sweep and record its runs. ``payload``: group_id, store, fuse, runs=[{run_id, config,
-    run_dir}], progress. Returns ``{"group_id", "decision", "statuses": {run_id: status}}``."""
+    run_dir}], progress. Returns ``{"group_id", "decision", "statuses": {run_id: status}}`` (and ``"error"`` when
+    the group failed). Never raises for a failure of the group's own: its runs are recorded as failed (status and
+    error in the database, the traceback in ``error.txt``) and the sweep goes on with the other groups."""
+    try:
+        return _run_group(payload)
+    except Exception as e:  # noqa: BLE001 — anything the per-batch handling did not catch (a bad config dict …)
+        return fail_group(payload, f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def _run_group(payload: dict[str, Any]) -> dict[str, Any]:
     store = SweepStore(payload["store"])
     runs = [r for r in payload["runs"] if (store.run(r["run_id"]) or {}).get("status") not in FINISHED]
     if not runs:
@@ -139,15 +174,13 @@ def run_group(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         decision = decide_fusion(cfgs, payload["fuse"])
     except Exception as e:  # noqa: BLE001 — a group that cannot even be probed fails, the sweep goes on
-        for r in runs:
-            store.fail(r["run_id"], f"{type(e).__name__}: {e}")
-        return {"group_id": payload["group_id"], "decision": None, "statuses": {r["run_id"]: "failed" for r in runs},
-                "error": traceback.format_exc()}
+        return fail_group({**payload, "runs": runs}, f"{type(e).__name__}: {e}", traceback.format_exc())
     programs = decision.pop("programs", None)  # compiled by the probe: reused, never stored
     store.add_group(payload["group_id"], signature=signature(cfgs[0]), members=len(cfgs), fused=decision["fused"],
                     decision=decision)
     extra = {"sweep_group": payload["group_id"], "fusion": decision}
     batches = [list(range(len(runs)))] if decision["fused"] else [[i] for i in range(len(runs))]
+    errors = []
     for idx in batches:
         for i in idx:
             store.set_running(runs[i]["run_id"])
@@ -158,12 +191,15 @@ def run_group(payload: dict[str, Any]) -> dict[str, Any]:
             for i in idx:
                 statuses[runs[i]["run_id"]] = _record(store, runs[i]["run_id"], dirs[i])
         except Exception as e:  # noqa: BLE001 — recorded per run; other groups go on
-            error = f"{type(e).__name__}: {e}"
+            error, details = f"{type(e).__name__}: {e}", traceback.format_exc()
+            errors.append(error)
             for i in idx:
-                store.fail(runs[i]["run_id"], error)
+                _fail_run(store, runs[i], error, details)
                 statuses[runs[i]["run_id"]] = "failed"
-                (dirs[i] / "error.txt").write_text(traceback.format_exc())
-    return {"group_id": payload["group_id"], "decision": decision, "statuses": statuses}
+    result = {"group_id": payload["group_id"], "decision": decision, "statuses": statuses}
+    if errors:
+        result["error"] = errors[0]
+    return result
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -182,9 +218,13 @@ def _processes(payloads, on_done, workers: int = 2, **_):
 
     # spawn, not fork: a forked JAX runtime is unsafe.
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run_group, {**p, "progress": False}) for p in payloads]
+        futures = {pool.submit(run_group, {**p, "progress": False}): p for p in payloads}
         for f in cf.as_completed(futures):
-            on_done(f.result())
+            try:
+                result = f.result()
+            except Exception as e:  # noqa: BLE001 — the worker itself failed (killed, unpicklable …): record it
+                result = fail_group(futures[f], f"{type(e).__name__}: {e}", traceback.format_exc())
+            on_done(result)
 
 
 def _ray(payloads, on_done, ray_address: str | None = None, cpus_per_task: float = 1.0,
@@ -205,10 +245,15 @@ def _ray(payloads, on_done, ray_address: str | None = None, cpus_per_task: float
         started = True
     try:
         task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(run_group)
-        pending = [task.remote({**p, "progress": False}) for p in payloads]
+        refs = {task.remote({**p, "progress": False}): p for p in payloads}
+        pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            on_done(ray.get(done[0]))
+            try:
+                result = ray.get(done[0])
+            except Exception as e:  # noqa: BLE001 — the task itself failed (worker died …): record it
+                result = fail_group(refs[done[0]], f"{type(e).__name__}: {e}", traceback.format_exc())
+            on_done(result)
     finally:
         if started:
             ray.shutdown()
@@ -228,6 +273,7 @@ class SweepResult:
     plan: Plan
     store: SweepStore | None
     groups: list[dict[str, Any]]
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> error, for this sweep's runs
 
 
 def load_experiment(experiment: str | Path, overrides: list[str] | None = None,
@@ -264,7 +310,7 @@ def run_sweep(experiment: str | Path, overrides: list[str] | None = None, *, swe
     base, spec, name = load_experiment(experiment, overrides, sweep)
     sweep_dir = sweep_dir_for(experiment, workdir)
     plan = build_plan(base, spec, name)
-    print_plan(plan, fuse, console=console)
+    print_plan(plan, fuse, console=console, members=dry_run)
     if dry_run:
         return SweepResult(sweep_dir, plan, None, [])
     store = SweepStore(sweep_dir / "sweep.db")
@@ -290,18 +336,33 @@ def run_sweep(experiment: str | Path, overrides: list[str] | None = None, *, swe
         done.append(result)
         d = result.get("decision") or {}
         statuses = result["statuses"]
-        console.print(f"group {result['group_id']}: {len(statuses)} runs "
-                      f"({', '.join(sorted(set(statuses.values()))) or 'nothing to do'}); "
-                      f"{'fused' if d.get('fused') else 'one by one'} — {d.get('reason', '')}")
+        line = (f"group {result['group_id']}: {len(statuses)} runs "
+                f"({', '.join(sorted(set(statuses.values()))) or 'nothing to do'}); ")
+        if result.get("error") and not d:
+            line += f"failed before training: {result['error'].splitlines()[0]}"
+        else:
+            line += f"{'fused' if d.get('fused') else 'one by one'} — {d.get('reason', '')}"
+            if result.get("error"):
+                line += f"; failed: {result['error'].splitlines()[0]}"
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
     _EXECUTORS[executor](payloads, on_done, workers=workers, ray_address=ray_address)
     counts = store.counts()
-    console.print(f"sweep {name}: {counts} in {time.perf_counter() - t0:.1f} s → {sweep_dir}")
+    console.print(f"sweep {name}: {counts} in {time.perf_counter() - t0:.1f} s → {sweep_dir}", soft_wrap=True)
     if report:
         from jaxdl.experiment.report import make_report
 
         make_report(sweep_dir, console=console)
-    return SweepResult(sweep_dir, plan, store, done)
+    ids = {r.run_id for r in plan.runs}
+    failed = {r["id"]: r.get("error") or "" for r in store.runs() if r["id"] in ids and r["status"] == "failed"}
+    if failed:
+        console.print(f"{len(failed)} of {len(ids)} runs failed (details in each run's error.txt):", soft_wrap=True,
+                      markup=False, highlight=False)
+        for run_id, error in failed.items():
+            line = (error.strip().splitlines() or ["unknown error"])[-1]
+            console.print(f"  {run_id}  {sweep_dir / 'runs' / run_id / 'error.txt'}  {line}", soft_wrap=True,
+                          markup=False, highlight=False)
+    return SweepResult(sweep_dir, plan, store, done, failed)
 
 
 __all__ = ["EXECUTORS", "FUSE_MODES", "Grid", "SweepResult", "decide_fusion", "load_experiment", "probe_fusion",

@@ -4,8 +4,11 @@ Safe under concurrent writers (worker processes, Ray tasks): WAL journal, a busy
 operation. Rerunning a sweep reads it to skip finished runs.
 
 Tables:
-  runs(id, name, group_id, config, hash, labels, swept, run_dir, status, started, finished, wall_s, final, best, test,
-       error) — labels name the choices of label axes, swept holds the values of plain dotted-key axes
+  runs(id, name, group_id, config, hash, labels, swept, run_dir, status, started, finished, wall_s, final, best, val,
+       test, monitor, error) — labels name the choices of label axes, swept holds the values of plain dotted-key
+       axes; ``val`` and ``test`` are evaluated on the same variables (the best checkpoint when restored, else the
+       final ones), ``final`` is the last evaluation during training, ``monitor`` the run's monitored metric
+       (``{"name": "val/accuracy", "mode": "max"}``) when its summary names one
   groups(id, signature, members, fused, decision)
   metrics(run_id, step, key, value)
 """
@@ -23,7 +26,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, name TEXT, group_id TEXT, config TEXT, hash TEXT, labels TEXT, swept TEXT, run_dir TEXT,
   status TEXT NOT NULL DEFAULT 'pending', started REAL, finished REAL, wall_s REAL,
-  final TEXT, best TEXT, test TEXT, error TEXT
+  final TEXT, best TEXT, test TEXT, error TEXT, val TEXT, monitor TEXT
 );
 CREATE TABLE IF NOT EXISTS groups (
   id TEXT PRIMARY KEY, signature TEXT, members INTEGER, fused INTEGER, decision TEXT
@@ -35,7 +38,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 FINISHED = ("completed", "diverged")
-_JSON_COLUMNS = ("config", "labels", "swept", "final", "best", "test")
+_JSON_COLUMNS = ("config", "labels", "swept", "final", "best", "val", "test", "monitor")
+# columns added after the first release: databases written by older versions get them on open
+_ADDED_COLUMNS = {"val": "TEXT", "monitor": "TEXT"}
 
 
 class SweepStore:
@@ -45,6 +50,14 @@ class SweepStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in have:
+                    try:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as e:  # another process added it first
+                        if "duplicate column" not in str(e):
+                            raise
 
     @contextlib.contextmanager
     def _connect(self):
@@ -86,11 +99,12 @@ class SweepStore:
     def finish(self, run_id: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
         """Record a finished run: status, timings, metrics (replacing any partial ones)."""
         with self._connect() as db:
-            db.execute("UPDATE runs SET status=?, finished=?, wall_s=?, final=?, best=?, test=?, error=NULL "
-                       "WHERE id=?",
+            db.execute("UPDATE runs SET status=?, finished=?, wall_s=?, final=?, best=?, val=?, test=?, monitor=?, "
+                       "error=NULL WHERE id=?",
                        (summary.get("status", "completed"), time.time(), summary.get("wall_time_s"),
                         json.dumps(summary.get("final")), json.dumps(summary.get("best")),
-                        json.dumps(summary.get("test")), run_id))
+                        json.dumps(summary.get("val")), json.dumps(summary.get("test")),
+                        json.dumps(summary.get("monitor")), run_id))
             db.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
             rows = [(run_id, int(r["step"]), k, float(v)) for r in records for k, v in r.items()
                     if k != "step" and isinstance(v, (int, float))]

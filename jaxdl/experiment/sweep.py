@@ -233,41 +233,69 @@ def points(items: list[dict[str, Any]]) -> Points:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside parentheses/brackets."""
-    parts, depth, cur = [], 0, []
+_OPEN, _CLOSE = "([", ")]"
+
+
+def _split_top(text: str, sep: str, where: str = "") -> list[str]:
+    """Split on ``sep`` outside parentheses/brackets; ConfigError (naming ``where``) for unbalanced or mismatched
+    brackets. Empty parts are kept (the caller rejects them)."""
+    parts, stack, cur = [], [], []
     for ch in text:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        if ch == sep and depth == 0:
+        if ch in _OPEN:
+            stack.append(ch)
+        elif ch in _CLOSE:
+            if not stack or _OPEN.index(stack.pop()) != _CLOSE.index(ch):
+                raise ConfigError(f"--sweep item {where or text!r}: unbalanced {ch!r}")
+        if ch == sep and not stack:
             parts.append("".join(cur))
             cur = []
         else:
             cur.append(ch)
+    if stack:
+        raise ConfigError(f"--sweep item {where or text!r}: unbalanced parenthesis, {stack[-1]!r} is never closed")
     parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in parts]
 
 
 _RANGE = re.compile(r"^(-?\d+):(-?\d+)$")
+_RANGE_LIKE = re.compile(r"^-?\d*:-?\d*(:.*)?$")
 
 
 def parse_sweep(text: str) -> Grid:
-    """A grid from ``key=v1,v2 key2=a:b`` (``a:b`` is the integers a … b-1; ``(1,2)`` a tuple value)."""
+    """A grid from ``key=v1,v2 key2=a:b`` (``a:b`` is the integers a … b-1; ``(1,2)`` a tuple value).
+
+    Malformed items fail with ConfigError naming the item: no ``=``, an empty key or value, an empty list item
+    (``1e-3,,3e-3``, a trailing comma), unbalanced brackets, a range missing an end (``0:``), a key given twice.
+    """
     axes: dict[str, list[Any]] = {}
     for item in text.split():
         if "=" not in item:
             raise ConfigError(f"--sweep item {item!r} is not of the form key=v1,v2 (or key=a:b)")
         key, values = item.split("=", 1)
-        m = _RANGE.match(values.strip())
+        key, values = key.strip(), values.strip()
+        if not key:
+            raise ConfigError(f"--sweep item {item!r}: no key before '='")
+        if key in axes:
+            raise ConfigError(f"--sweep item {item!r}: {key} is swept twice")
+        if not values:
+            raise ConfigError(f"--sweep item {item!r}: no values after '='")
+        m = _RANGE.match(values)
         if m:
             lo, hi = int(m.group(1)), int(m.group(2))
             if hi <= lo:
                 raise ConfigError(f"--sweep {key}={values}: empty range (the end is excluded)")
             axes[key] = list(range(lo, hi))
-        else:
-            axes[key] = [v.strip("()[]") if v.startswith(("(", "[")) else v for v in _split_top(values, ",")]
+            continue
+        if _RANGE_LIKE.match(values):
+            raise ConfigError(f"--sweep item {item!r}: a range needs both ends, a:b (the integers a … b-1)")
+        parts = _split_top(values, ",", where=item)
+        for i, v in enumerate(parts):
+            if not v:
+                where = "a trailing comma" if i == len(parts) - 1 else f"value {i + 1} is empty"
+                raise ConfigError(f"--sweep item {item!r}: {where}")
+        axes[key] = [v.strip("()[]") if v.startswith(("(", "[")) else v for v in parts]
+    if not axes:
+        raise ConfigError("--sweep: no axes given (expected e.g. 'optim.lr=1e-3,3e-3 seed=0:4')")
     return Grid(axes)
 
 
