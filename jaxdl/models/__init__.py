@@ -16,7 +16,7 @@ from jaxdl.errors import ConfigError
 from jaxdl.models import resnet as _resnet
 from jaxdl.models import vgg as _vgg
 from jaxdl.models.alexnet import AlexNet, AlexNetConfig, build_alexnet
-from jaxdl.models.core import Model, count_params, from_linen, from_nnx
+from jaxdl.models.core import Model, as_model, count_params, from_linen, from_nnx
 from jaxdl.models.lenet import LeNet5, LeNetConfig, build_lenet
 from jaxdl.models.mlp import MLP, MLPConfig, Perceptron, PerceptronConfig, build_mlp, build_perceptron
 from jaxdl.models.resnet import ResNet, ResNetConfig, build_resnet
@@ -108,6 +108,6 @@ def names() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["MODELS", "MLP", "LeNet5", "Model", "ModelSpec", "Perceptron", "count_params", "from_config",
+__all__ = ["MODELS", "MLP", "LeNet5", "Model", "ModelSpec", "as_model", "Perceptron", "count_params", "from_config",
            "from_linen", "from_nnx", "get", "names", "register", "LeNetConfig", "MLPConfig", "PerceptronConfig",
            "AlexNet", "AlexNetConfig", "VGG", "VGGConfig", "ResNet", "ResNetConfig"]

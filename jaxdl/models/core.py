@@ -1,11 +1,16 @@
 """The model boundary: a model is a pair of pure functions.
 
     init(rng, example) -> variables                      # {"params": ..., "batch_stats": ...}
-    apply(variables, x, *, train, rng=None, dropout_rate=None) -> (outputs, new_model_state)
+    apply(variables, inputs, *, train, rngs=None, mutable=(), method=None, dropout_rate=None)
+        -> (outputs, new_model_state)
 
-``new_model_state`` holds every non-parameter collection (e.g. ``batch_stats``) after the call; in eval mode it equals
-the input's. ``dropout_rate`` overrides the model's configured rate and may be a traced array, so sweeping it never
-recompiles. :func:`from_linen` wraps a Flax Linen module, :func:`from_nnx` a Flax NNX module; nothing above
+``inputs`` is one array (a single-input model) or a dict of the batch's named arrays (a model that reads several, e.g.
+``tokens`` and ``segment_ids``: a Linen module is then called as ``module(**inputs, train=...)``). ``rngs`` maps RNG
+stream names to keys (``{"dropout": key}``; ``rng=key`` is short for that). ``new_model_state`` holds every
+non-parameter collection after the call: batch statistics are updated in training mode, and ``mutable`` names more
+collections a call may update (e.g. a decoding ``cache``); in eval mode it otherwise equals the input's. ``method``
+calls another method of the module (``encode``, ``decode``). ``dropout_rate`` overrides the model's configured rate
+and may be a traced array, so sweeping it never recompiles. :func:`from_linen` wraps a Flax Linen module, :func:`from_nnx` a Flax NNX module; nothing above
 ``jaxdl.models`` knows which one built a model.
 
 Inputs are checked before tracing: when a model knows its per-example ``input_shape`` (``models.get(...,
@@ -60,11 +65,25 @@ class Model:
         self.check_input(example)
         return self._call(self.init_fn, example, rng, example)
 
-    def apply(self, variables: Variables, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None,
-              dropout_rate: jax.Array | float | None = None) -> tuple[jax.Array, Variables]:
-        """Run the model. Returns ``(outputs, new_model_state)``."""
-        self.check_input(x)
-        return self._call(self.apply_fn, x, variables, x, train, rng, dropout_rate)
+    def apply(self, variables: Variables, x: Any, *, train: bool = False, rng: jax.Array | None = None,
+              dropout_rate: jax.Array | float | None = None, rngs: dict[str, jax.Array] | None = None,
+              mutable: tuple[str, ...] | list[str] = (), method: str | None = None) -> tuple[Any, Variables]:
+        """Run the model on ``x`` (an array or a dict of named arrays). Returns ``(outputs, new_model_state)``.
+
+        Args:
+          train: training mode (dropout on, batch statistics updated).
+          rng: the dropout key (short for ``rngs={"dropout": rng}``).
+          rngs: RNG streams by name.
+          mutable: further collections the call may update (returned in ``new_model_state``).
+          method: name of the module method to call instead of ``__call__``.
+        """
+        if method is None:
+            self.check_input(x)
+        rngs = dict(rngs or {})
+        if rng is not None:
+            rngs.setdefault("dropout", rng)
+        extra = {"mutable": tuple(mutable), "method": method} if (mutable or method) else {}
+        return self._call(self.apply_fn, x, variables, x, train, rngs or None, dropout_rate, **extra)
 
     def __call__(self, variables: Variables, x: jax.Array, **kw) -> jax.Array:
         """Outputs only, in eval mode by default (convenient in notebooks)."""
@@ -89,6 +108,14 @@ class Model:
 
     def check_input(self, x: Any) -> None:
         """Raise ModelInputError unless ``x`` is a batch this model accepts. Static: works on tracers."""
+        if isinstance(x, dict):
+            if len(x) == 1:
+                return self.check_input(next(iter(x.values())))
+            for name, value in x.items():
+                if not hasattr(value, "shape"):
+                    raise ModelInputError(f"model {self.name!r}: input {name!r} must be an array, got "
+                                          f"{type(value).__name__}")
+            return None
         shape = getattr(x, "shape", None)
         dtype = getattr(x, "dtype", None)
         if shape is None or dtype is None:
@@ -110,20 +137,21 @@ class Model:
             raise ModelInputError(
                 f"model {self.name!r} expects integer token ids of shape {self.expected()}, got {shape} {dtype}")
 
-    def _call(self, fn, x, *args):
+    def _call(self, fn, x, *args, **kwargs):
         if self.input_shape is not None:  # inputs already checked statically; other errors are real bugs
-            return fn(*args)
+            return fn(*args, **kwargs)
         from flax.errors import FlaxError
 
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except JaxdlError:
             raise
         except (TypeError, ValueError, FlaxError) as e:
             # Shape unknown up front: translate the first failure into a message naming the model.
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelInputError(
-                f"model {self.name!r} cannot take inputs of shape {tuple(x.shape)} {x.dtype}: {first[:300]}") from e
+            got = (", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in x.items()) if isinstance(x, dict)
+                   else f"{tuple(x.shape)} {x.dtype}")
+            raise ModelInputError(f"model {self.name!r} cannot take inputs of shape {got}: {first[:300]}") from e
 
     # ---------------------------------------------------------------------------------------------------------------
     def abstract_variables(self, batch_size: int = 1) -> Variables:
@@ -148,35 +176,65 @@ def count_params(tree: Any) -> int:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _positional(x: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A single array is the first argument; several named arrays are keyword arguments."""
+    if isinstance(x, dict):
+        if len(x) == 1:
+            return (next(iter(x.values())),), {}
+        return (), dict(x)
+    return (x,), {}
+
+
 def from_linen(module: nn.Module, name: str | None = None, *, output: str = "logits", input_shape=None,
                input_kind: str = "float", config: Any = None, accepts_dropout_rate: bool | None = None) -> Model:
-    """Wrap a Linen module whose ``__call__(x, *, train)`` (optionally ``dropout_rate=``) returns outputs.
+    """Wrap a Linen module whose ``__call__(x, *, train)`` (``train`` and ``dropout_rate=`` are optional) returns
+    outputs.
 
-    Dropout draws from the ``"dropout"`` RNG stream; batch-norm statistics live in ``batch_stats`` and are updated
-    only when ``train=True``.
+    Dropout draws from the ``"dropout"`` RNG stream (any other stream the module uses is passed through ``rngs``);
+    batch-norm statistics live in ``batch_stats`` and are updated only when ``train=True``. A module whose
+    ``__call__`` has no ``train`` argument is called without it (e.g. a user's plain MLP).
     """
     name = name or type(module).__name__.lower()
+    call = type(module).__call__
     if accepts_dropout_rate is None:
-        import inspect
-
-        accepts_dropout_rate = "dropout_rate" in inspect.signature(type(module).__call__).parameters
+        accepts_dropout_rate = _accepts(call, "dropout_rate")
+    takes_train = _accepts(call, "train")
 
     def init_fn(rng, x):
         params_rng, dropout_rng = jax.random.split(rng)
-        variables = module.init({"params": params_rng, "dropout": dropout_rng}, x, train=False)
+        args, kwargs = _positional(x)
+        if takes_train:
+            kwargs["train"] = False
+        variables = module.init({"params": params_rng, "dropout": dropout_rng}, *args, **kwargs)
         return dict(variables)
 
-    def apply_fn(variables, x, train, rng, dropout_rate):
-        kwargs = {"train": train}
-        if accepts_dropout_rate and dropout_rate is not None:
+    def apply_fn(variables, x, train, rngs, dropout_rate, mutable=(), method=None):
+        args, kwargs = _positional(x)
+        fn = getattr(type(module), method) if method else call
+        if _accepts(fn, "train") if method else takes_train:
+            kwargs["train"] = train
+        if accepts_dropout_rate and dropout_rate is not None and method is None:
             kwargs["dropout_rate"] = dropout_rate
-        rngs = {"dropout": rng} if rng is not None else {}
         state = {k: v for k, v in variables.items() if k != "params"}
+        collections = list(mutable)
         if train and "batch_stats" in variables:
-            out, updates = module.apply(variables, x, rngs=rngs, mutable=["batch_stats"], **kwargs)
+            collections.append("batch_stats")
+        extra = {"method": method} if method else {}
+        if collections:
+            out, updates = module.apply(variables, *args, rngs=rngs or {}, mutable=collections, **extra, **kwargs)
             state = {**state, **dict(updates)}
         else:
-            out = module.apply(variables, x, rngs=rngs, **kwargs)
+            out = module.apply(variables, *args, rngs=rngs or {}, **extra, **kwargs)
         return out, state
 
     return Model(name, init_fn, apply_fn, tuple(input_shape) if input_shape is not None else None, input_kind,
@@ -205,11 +263,13 @@ def from_nnx(constructor: Callable[..., Any], name: str | None = None, *, output
         return nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
 
     def init_fn(rng, x):
+        del x  # NNX modules create their variables in the constructor
         module = constructor(nnx.Rngs(params=rng, dropout=jax.random.fold_in(rng, 1), default=rng))
         _, params, rest = nnx.split(module, nnx.Param, ...)
         return {"params": to_pure(params), "nnx_state": to_pure(rest)}
 
-    def apply_fn(variables, x, train, rng, dropout_rate):
+    def apply_fn(variables, x, train, rngs, dropout_rate, mutable=(), method=None):
+        rng = (rngs or {}).get("dropout")
         _, params_t, rest_t = nnx.split(abstract, nnx.Param, ...)
         nnx.replace_by_pure_dict(params_t, variables["params"])
         nnx.replace_by_pure_dict(rest_t, variables["nnx_state"])
@@ -220,10 +280,39 @@ def from_nnx(constructor: Callable[..., Any], name: str | None = None, *, output
                 nnx.reseed(module, dropout=rng, default=rng)
         else:
             module.eval()
-        out = module(x)
+        args, kwargs = _positional(x)
+        out = (getattr(module, method) if method else module)(*args, **kwargs)
         _, _, rest = nnx.split(module, nnx.Param, ...)
-        new_state = {"nnx_state": to_pure(rest)} if train else {"nnx_state": variables["nnx_state"]}
+        new_state = {"nnx_state": to_pure(rest)} if train or mutable else {"nnx_state": variables["nnx_state"]}
         return out, new_state
 
     return Model(label, init_fn, apply_fn, tuple(input_shape) if input_shape is not None else None, input_kind,
                  output)
+
+
+def as_model(obj: Any, name: str | None = None, *, output: str = "logits", input_shape=None,
+             input_kind: str = "float") -> Model:
+    """A :class:`Model` from what a user has: a Model (returned with the input shape filled in), a Linen module, an
+    NNX module *constructor* ``rngs -> nnx.Module`` (each seed initialises its own parameters), or an NNX module
+    instance (its current parameters are the initial ones for every seed — pass a constructor to vary them).
+
+    Raises:
+      JaxdlError: for anything else, naming its type.
+    """
+    if isinstance(obj, Model):
+        if obj.input_shape is None and input_shape is not None:
+            return dataclasses.replace(obj, input_shape=tuple(input_shape), input_kind=input_kind)
+        return obj
+    if isinstance(obj, nn.Module):
+        return from_linen(obj, name, output=output, input_shape=input_shape, input_kind=input_kind)
+    from flax import nnx
+
+    if isinstance(obj, nnx.Module):
+        graphdef, state = nnx.split(obj)
+        label = name or type(obj).__name__.lower()
+        return from_nnx(lambda rngs: nnx.merge(graphdef, state), label, output=output, input_shape=input_shape,
+                        input_kind=input_kind)
+    if callable(obj):
+        return from_nnx(obj, name, output=output, input_shape=input_shape, input_kind=input_kind)
+    raise JaxdlError(f"cannot use {type(obj).__name__} as a model: expected a jaxdl Model, a Flax Linen module, an "
+                     "NNX module or a function rngs -> nnx.Module")

@@ -5,13 +5,14 @@
 it depends on the number of devices. It is jitted once (with the state donated) by the loop; a population trainer is
 ``jax.vmap(train_step, in_axes=(0, None, 0))``.
 
-``batch`` is ``{"x": inputs, "y": labels, "mask": optional per-example weights}``; a mask lets the last, padded batch
-of an evaluation pass count only its real examples.
+``batch`` is a dict of named arrays sharing the leading axis (``image``/``label``, ``inputs``/``targets``,
+``tokens``…) plus an optional per-example ``mask`` that lets the last, padded batch of an evaluation pass count only
+its real examples. What the step computes is the task's (:mod:`jaxdl.tasks`): its players are updated in the task's
+static order, each by its own optimizer, and its loss returns additive ``(sum, weight)`` statistics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -20,10 +21,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl import augment as augment_lib
-from jaxdl import losses, optim
-from jaxdl.config import Config, LossConfig
-from jaxdl.errors import ConfigError
-from jaxdl.models import Model
+from jaxdl import optim
+from jaxdl.config import Config
+from jaxdl.tasks import Task
 
 Batch = dict[str, jax.Array]
 HParams = dict[str, jax.Array]
@@ -33,6 +33,7 @@ class TrainState(flax.struct.PyTreeNode):
     """Everything that changes during training, as one pytree (a population is the same with a leading axis)."""
 
     step: jax.Array  # int32 scalar: optimisation steps taken
+    # A single-player task stores its model's trees directly; a multi-player task a dict keyed by player name.
     params: Any
     model_state: Any  # non-parameter collections, e.g. {"batch_stats": ...}
     opt_state: Any
@@ -68,6 +69,12 @@ def dynamic_keys() -> list[str]:
     return keys + ["seed"]
 
 
+def register_dynamic(key: str, section: str, field: str, default: float) -> None:
+    """Make config field ``section.field`` a dynamic number ``hp[key]`` of every step (a task's own numbers, e.g.
+    a KL weight): it enters as an array whatever a group's first member says, and sweeping it never recompiles."""
+    EXTRA_DYNAMIC[key] = (section, field, default)
+
+
 # Keys that only affect host-side bookkeeping, so members of one compiled program may differ in them.
 HOST_KEYS = ("name", "train.early_stopping", "train.progress", "train.plots")
 
@@ -96,49 +103,18 @@ def signature(cfg: Config) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Loss adapter: model outputs + labels -> scalar loss
+# Players: a single-player task keeps its one model's trees at the top of the state
 # --------------------------------------------------------------------------------------------------------------------
 
-LossFn = Callable[[jax.Array, jax.Array, jax.Array | None, HParams], jax.Array]
+
+def by_player(task: Task, tree: Any) -> dict[str, Any]:
+    """``{player: tree}`` view of a state field."""
+    return {task.players[0]: tree} if len(task.players) == 1 else dict(tree)
 
 
-def make_loss(cfg: LossConfig, model: Model, num_classes: int) -> LossFn:
-    """Build ``loss(outputs, labels, mask, hp)`` for a classification model.
-
-    cross_entropy takes logits (or softmax probabilities); mse compares outputs with one-hot targets; bce takes logits
-    (or sigmoid probabilities) against one-hot targets (or the 0/1 label for a single output).
-    """
-    name, out = cfg.name, model.output
-    losses.get(name)  # unknown names fail here with the closest names
-    if name == "cross_entropy" and out not in ("logits", "softmax"):
-        raise ConfigError(f"loss.name=cross_entropy needs a model that outputs logits or softmax; model "
-                          f"{model.name!r} outputs {out!r} (use loss.name=mse or set model.output=logits)")
-    if name == "bce" and out not in ("logits", "sigmoid"):
-        raise ConfigError(f"loss.name=bce needs a model that outputs logits or sigmoid; model {model.name!r} "
-                          f"outputs {out!r}")
-    if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
-        raise ConfigError(f"loss.class_weights: expected {num_classes} weights (one per class), "
-                          f"got {len(cfg.class_weights)}")
-    weights = None if cfg.class_weights is None else jnp.asarray(cfg.class_weights, jnp.float32)
-
-    def targets(labels, outputs):
-        if jnp.issubdtype(labels.dtype, jnp.integer):
-            if outputs.shape[-1] == 1:
-                return labels[..., None].astype(outputs.dtype)
-            return jax.nn.one_hot(labels, outputs.shape[-1], dtype=outputs.dtype)
-        return labels.astype(outputs.dtype)
-
-    def loss(outputs, labels, mask, hp):
-        if name == "cross_entropy":
-            return losses.cross_entropy(outputs, labels, label_smoothing=hp["label_smoothing"],
-                                        class_weights=weights, mask=mask, from_logits=out == "logits")
-        if name == "mse":
-            return losses.mse(outputs, targets(labels, outputs), mask=mask)
-        pos = None if cfg.pos_weight is None else hp["pos_weight"]
-        return losses.binary_cross_entropy(outputs, targets(labels, outputs), pos_weight=pos, mask=mask,
-                                           from_logits=out == "logits")
-
-    return loss
+def from_players(task: Task, trees: dict[str, Any]) -> Any:
+    """Inverse of :func:`by_player`."""
+    return trees[task.players[0]] if len(task.players) == 1 else trees
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -146,87 +122,73 @@ def global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def predictions(outputs: jax.Array, output_kind: str) -> jax.Array:
-    """Predicted class: argmax, or a threshold for a single output (0 for logits, 0.5 for probabilities)."""
-    if outputs.shape[-1] == 1:
-        threshold = 0.0 if output_kind == "logits" else 0.5
-        return (outputs[..., 0] > threshold).astype(jnp.int32)
-    return jnp.argmax(outputs, axis=-1)
-
-
-def _correct(outputs, labels, output_kind):
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        labels = jnp.argmax(labels, axis=-1)
-    return (predictions(outputs, output_kind) == labels).astype(jnp.float32)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # State and steps
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def init_state(model: Model, optimizer: optim.Optimizer, example_x: jax.Array, seed: int | jax.Array,
+def init_state(task: Task, optimizers: dict[str, optim.Optimizer], example_batch: Batch, seed: int | jax.Array,
                hp: HParams) -> TrainState:
-    """Initialise parameters (key ``fold_in(seed_key, 0)``) and optimizer state. Pure; vmappable over seeds."""
+    """Initialise every player's variables (key ``split(seed_key)[0]``) and optimizer state. Pure; vmappable."""
     key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
     init_key, step_key = jax.random.split(key)
-    variables = model.init(init_key, example_x)
-    params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k != "params"}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=optimizer.init(params, hp), rng=step_key)
+    variables = task.init(init_key, example_batch)
+    params = {p: v["params"] for p, v in variables.items()}
+    model_state = {p: {k: x for k, x in v.items() if k != "params"} for p, v in variables.items()}
+    opt_state = {p: optimizers[p].init(params[p], hp) for p in task.players}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=from_players(task, params),
+                      model_state=from_players(task, model_state), opt_state=from_players(task, opt_state),
+                      rng=step_key)
 
 
-def make_train_step(model: Model, optimizer: optim.Optimizer, loss_fn: LossFn, augment=None,
-                    model_train_mode: bool = True, dropout: bool = True):
-    """``train_step(state, batch, hp) -> (state, metrics)`` with metrics loss, accuracy, grad_norm, lr.
+def make_train_step(task: Task, optimizers: dict[str, optim.Optimizer]):
+    """``train_step(state, batch, hp) -> (state, metrics)``.
 
-    ``augment(batch, key, hp) -> batch`` (from :func:`jaxdl.augment.make_augment`) runs first, with its own key.
-    ``model_train_mode=False`` runs the model in inference mode (frozen batch statistics, no dropout).
-    ``dropout=False`` builds the step without dropout (``hp["dropout"]`` is ignored): for runs whose rate is 0, the
-    same numbers without drawing masks (see :func:`uses_dropout`).
+    The step key ``fold_in(rng, step)`` gives the task's named RNG streams; the task prepares the batch (e.g.
+    augmentation), then each player in the task's static ``update_order`` takes one gradient step on its loss with
+    the other players' current parameters held fixed. Metrics: ``loss`` and ``grad_norm`` (single player) or
+    ``<player>/loss`` and ``<player>/grad_norm`` (and ``loss``: the first player's), ``lr``, ``finite`` (every loss
+    and gradient norm finite: a member failing it is frozen by the loop) and ``stats`` (``{name: (sum, weight)}``).
     """
+    single = len(task.players) == 1
 
     def train_step(state: TrainState, batch: Batch, hp: HParams):
-        rng = jax.random.fold_in(state.rng, state.step)
-        if augment is not None:
-            batch = augment(batch, jax.random.fold_in(rng, 0x5EED), hp)
-        mask = batch.get("mask")
+        rngs = task.rngs(jax.random.fold_in(state.rng, state.step))
+        batch = task.prepare(batch, rngs, hp)
+        params, model_state = by_player(task, state.params), by_player(task, state.model_state)
+        opt_state = by_player(task, state.opt_state)
+        metrics: dict[str, Any] = {}
+        stats: dict[str, Any] = {}
+        finite = jnp.asarray(True)
+        for player in task.update_order:
+            def objective(p, player=player, params=params, model_state=model_state):
+                return task.loss(player, {**params, player: p}, model_state, batch, rngs, hp, True)
 
-        def objective(params):
-            outputs, new_model_state = model.apply({"params": params, **state.model_state}, batch["x"],
-                                                   train=model_train_mode, rng=rng,
-                                                   dropout_rate=hp["dropout"] if dropout else 0.0)
-            return loss_fn(outputs, batch["y"], mask, hp), (outputs, new_model_state)
-
-        (loss, (outputs, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, hp, state.step)
-        params = optax.apply_updates(state.params, updates)
-        correct = _correct(outputs, batch["y"], model.output)
-        accuracy = jnp.mean(correct) if mask is None else jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1)
-        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": global_norm(grads),
-                   "lr": optimizer.lr(hp, state.step)}
-        new_state = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
-                                  opt_state=opt_state)
+            (loss, (s, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(params[player])
+            updates, new_opt = optimizers[player].update(grads, opt_state[player], params[player], hp, state.step)
+            params = {**params, player: optax.apply_updates(params[player], updates)}
+            opt_state = {**opt_state, player: new_opt}
+            norm = global_norm(grads)
+            finite = finite & jnp.isfinite(loss) & jnp.isfinite(norm)
+            stats.update(s)
+            prefix = "" if single else f"{player}/"
+            metrics[f"{prefix}loss"] = loss
+            metrics[f"{prefix}grad_norm"] = norm
+            metrics.setdefault("loss", loss)
+        first = task.players[0]
+        metrics.update(lr=optimizers[first].lr(hp, state.step), finite=finite, stats=stats)
+        new_state = state.replace(step=state.step + 1, params=from_players(task, params),
+                                  model_state=from_players(task, model_state), opt_state=from_players(task, opt_state))
         return new_state, metrics
 
     return train_step
 
 
-def make_eval_step(model: Model, loss_fn: LossFn):
-    """``eval_step(params, model_state, batch, hp) -> sums`` of loss and correct predictions over real examples.
-
-    Returns sums (not means) so a padded last batch and uneven batches aggregate exactly.
-    """
+def make_eval_step(task: Task):
+    """``eval_step(params, model_state, batch, hp) -> stats``: ``{name: (sum, weight)}`` over the real (mask > 0)
+    examples of the batch. Sums, not means, so a padded last batch and uneven batches aggregate exactly."""
 
     def eval_step(params, model_state, batch: Batch, hp: HParams):
-        outputs, _ = model.apply({"params": params, **model_state}, batch["x"], train=False)
-        mask = batch.get("mask")
-        if mask is None:
-            mask = jnp.ones(batch["x"].shape[:1], jnp.float32)
-        count = jnp.sum(mask)
-        loss = loss_fn(outputs, batch["y"], mask, hp) * count
-        correct = jnp.sum(_correct(outputs, batch["y"], model.output) * mask)
-        return {"loss": loss, "correct": correct, "count": count}
+        return task.eval_stats(by_player(task, params), by_player(task, model_state), batch, hp)
 
     return eval_step

@@ -1,0 +1,41 @@
+"""Objectives: a task owns its players, loss, RNG streams, metrics and dynamic numbers (see :mod:`.base`).
+
+``build(cfg, dataset, model)`` makes the task named by ``cfg.task`` (``auto``: classification for labelled data,
+regression for float targets and series). New tasks register with :func:`register` and implement
+:class:`Task`; see ``docs/ARCHITECTURE.md`` for a worked example.
+"""
+
+from __future__ import annotations
+
+from jaxdl.errors import ConfigError
+from jaxdl.registry import unknown_message
+from jaxdl.tasks.base import TASKS, Derived, Task, mode_for, register, stream_id
+from jaxdl.tasks.classification import Classification
+from jaxdl.tasks.regression import Regression
+
+__all__ = ["TASKS", "Classification", "Derived", "Regression", "Task", "build", "mode_for", "names", "register",
+           "resolve", "stream_id"]
+
+KIND_TASKS = {"classification": "classification", "regression": "regression", "series": "regression"}
+
+
+def names() -> list[str]:
+    return sorted(TASKS)
+
+
+def resolve(name: str, dataset) -> str:
+    """The task name ``cfg.task`` stands for on ``dataset`` (``auto`` picks by the data set's kind)."""
+    if name == "auto":
+        kind = getattr(dataset, "kind", "classification")
+        if kind not in KIND_TASKS:
+            raise ConfigError(f"task=auto: no default task for {kind} data ({dataset.name!r}); set task= one of "
+                              f"{', '.join(names())}")
+        return KIND_TASKS[kind]
+    if name not in TASKS:
+        raise ConfigError("task: " + unknown_message("task", name, names()))
+    return name
+
+
+def build(cfg, dataset, model, *, dropout: bool = True) -> Task:
+    """The task of ``cfg`` for ``dataset``, training ``model``."""
+    return TASKS[resolve(cfg.task, dataset)].build(cfg, dataset, model, dropout=dropout)

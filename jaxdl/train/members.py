@@ -1,0 +1,218 @@
+"""Host-side bookkeeping of a run: early stopping, checkpoints and logs per member, progress, segment boundaries."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdl.checkpoint import Checkpointer
+from jaxdl.config import Config
+from jaxdl.errors import JaxdlError
+from jaxdl.tasks import mode_for
+from jaxdl.train import rundir
+from jaxdl.train.population import member, stack_members, to_host
+from jaxdl.train.step import TrainState
+
+class EarlyStopping:
+    """Tracks the best value of the monitored metric and how many evaluations passed without improvement."""
+
+    def __init__(self, cfg, best=None, best_step=None, bad=0):
+        self.cfg = cfg
+        mode = cfg.mode if cfg.mode != "auto" else mode_for(cfg.monitor)
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best, self.best_step, self.bad = best, best_step, bad
+
+    def update(self, value: float, step: int) -> bool:
+        """Record ``value``; True if it improved on the best by more than ``min_delta``."""
+        if value is None or not math.isfinite(value):
+            self.bad += 1
+            return False
+        if self.best is None or self.sign * (self.best - value) > self.cfg.min_delta:
+            self.best, self.best_step, self.bad = value, step, 0
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.cfg.enabled and self.bad >= self.cfg.patience
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad}
+
+
+def boundaries(t, steps_per_epoch: int, total: int):
+    def is_eval(step):
+        if step >= total:
+            return True
+        return step % t.eval_every == 0 if t.eval_every else step % steps_per_epoch == 0
+
+    def is_ckpt(step):
+        if step >= total:
+            return True
+        return step % t.checkpoint_every == 0 if t.checkpoint_every else is_eval(step)
+
+    def next_stop(step):
+        candidates = [total, (step // steps_per_epoch + 1) * steps_per_epoch,
+                      (step // t.chunk_steps + 1) * t.chunk_steps]
+        for every in (t.eval_every, t.checkpoint_every):
+            if every:
+                candidates.append((step // every + 1) * every)
+        return min(c for c in candidates if c > step)
+
+    return is_eval, is_ckpt, next_stop
+
+
+class Progress:
+    """A rich progress bar with the live loss and metrics (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int, title: str):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+        self.task = self.bar.add_task(title, total=total, completed=start, info="")
+        self.bar.start()
+
+    def advance(self, step: int, info: str) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=step, info=info)
+
+    def log(self, text: str) -> None:
+        if self.enabled:
+            self.bar.console.print(text)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def fmt(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+@dataclasses.dataclass
+class Member:
+    """Host-side bookkeeping of one run (a population has one per member)."""
+
+    cfg: Config
+    run_dir: Path
+    log: rundir.MetricsLog
+    es: EarlyStopping
+    ckpt: Checkpointer | None
+    best_ckpt: Checkpointer | None
+    sums: dict[str, list[float]]  # training statistics since the last evaluation: name -> [sum, weight]
+    elapsed_before: float = 0.0
+    best_vars: Any = None
+    last_eval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "running"  # running | stopped (early) | diverged
+    diverged_at: int | None = None
+    best_saved: int | None = None  # step of the best variables last written to best/
+
+    @classmethod
+    def open(cls, cfg: Config, run_dir: Path) -> Member:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t = cfg.train
+        ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints) if t.checkpoints else None
+        # keep=2: after a resume the best step recorded in the restored checkpoint is still on disk
+        best = Checkpointer(run_dir / "best", keep=2) if t.checkpoints else None
+        return cls(cfg, run_dir, rundir.MetricsLog(run_dir / rundir.METRICS_FILE), EarlyStopping(t.early_stopping),
+                   ckpt, best, {})
+
+    def resume_from(self, meta: dict[str, Any], step: int, target_vars: Any) -> None:
+        self.es = EarlyStopping(self.cfg.train.early_stopping, **meta.get("early_stopping", {}))
+        sums = meta.get("train_sums", self.sums)
+        if "n" in sums and not isinstance(sums.get("loss"), list):  # checkpoints written before tasks existed
+            sums = {k: [float(v), float(sums["n"])] for k, v in sums.items() if k != "n"}
+        self.sums = sums
+        self.elapsed_before = float(meta.get("elapsed", 0.0))
+        self.status = meta.get("status", "running")
+        self.diverged_at = meta.get("diverged_at")
+        self.log.truncate_after(step)
+        if self.best_ckpt is not None:
+            for later in [b for b in self.best_ckpt.steps() if b > step]:  # written after the restored checkpoint
+                self.best_ckpt.delete(later)
+            if self.es.best_step in self.best_ckpt.steps():
+                self.best_vars = to_host(self.best_ckpt.restore(self.es.best_step, target_vars)[0])
+                self.best_saved = self.es.best_step
+
+    def accumulate(self, stats: dict[str, Any], keep: np.ndarray, i: int | None) -> None:
+        """Add the training statistics of the kept steps (``(L,)`` or ``(L, P)`` sums and weights)."""
+        for name, (total, weight) in stats.items():
+            total, weight = np.asarray(total), np.asarray(weight)
+            if i is not None:
+                total, weight = total.reshape(len(keep), -1)[:, i], weight.reshape(len(keep), -1)[:, i]
+            acc = self.sums.setdefault(name, [0.0, 0.0])
+            acc[0] += float(np.sum(total[keep], dtype=np.float64))
+            acc[1] += float(np.sum(weight[keep], dtype=np.float64))
+
+    def fresh_start(self, clear: bool = False) -> None:
+        """Start from step 0. Existing checkpoints are an error, or (``clear``) deleted."""
+        if self.log.path.exists():
+            self.log.path.unlink()
+        for c in (self.ckpt, self.best_ckpt):
+            if c is None or not c.steps():
+                continue
+            if not clear:
+                raise JaxdlError(f"{self.run_dir} already holds checkpoints; use `jaxdl resume {self.run_dir}` or "
+                                 "another workdir")
+            for step in c.steps():
+                c.delete(step)
+
+    def save(self, step: int, state: TrainState, elapsed: float) -> None:
+        """Checkpoint the state, and the best variables if they changed since the last save."""
+        if self.ckpt is None:
+            return
+        if self.best_vars is not None and self.es.best_step != self.best_saved:
+            self.best_ckpt.save(self.es.best_step, self.best_vars,
+                                {"step": self.es.best_step, "monitor": self.cfg.train.early_stopping.monitor,
+                                 "value": self.es.best})
+            self.best_saved = self.es.best_step
+        self.ckpt.save(step, state, self.meta(elapsed))
+
+    def meta(self, elapsed: float) -> dict[str, Any]:
+        return {"early_stopping": self.es.state(), "train_sums": self.sums, "elapsed": self.elapsed_before + elapsed,
+                "status": self.status, "diverged_at": self.diverged_at}
+
+    def close(self) -> None:
+        for c in (self.ckpt, self.best_ckpt):
+            if c is not None:
+                c.close()
+
+
+def latest_step(m: Member) -> int | None:
+    """The newest checkpoint step of a member (not yet verified), or None."""
+    steps = m.ckpt.steps() if m.ckpt is not None else []
+    return steps[-1] if steps else None
+
+
+def restore_group(members: list[Member], target: TrainState, fused: bool):
+    """Newest checkpoint step valid for every member, and the (stacked) state there; None to start fresh."""
+    single = jax.eval_shape(lambda: member(target, 0)) if fused else target
+    latest = []
+    for m in members:
+        got = m.ckpt.restore_latest(single, quarantine=True) if m.ckpt is not None else None
+        if got is None:
+            return None
+        latest.append(got)
+    step = min(g[2] for g in latest)
+    states, metas = [], []
+    for m, (state, meta, at) in zip(members, latest):
+        if at != step:
+            state, meta = m.ckpt.restore(step, single)
+        states.append(state)
+        metas.append(meta)
+    stacked = jax.device_put(stack_members(states)) if fused else states[0]
+    return stacked, metas, step
+
