@@ -151,6 +151,9 @@ def build(source: ArraySource | TextSource, cfg: DataConfig) -> Dataset:
     """Split and standardise an unsplit source as ``cfg`` says: text -> blocks; a series (``kind="series"``, or
     ``data.context`` / ``data.kind=series`` set) -> windows; anything else -> rows."""
     if isinstance(source, TextSource):
+        if cfg.resize is not None or cfg.channels is not None or cfg.context is not None:
+            raise ConfigError(f"data.resize / data.channels / data.context do not apply to text data set "
+                              f"{source.name!r}")
         if cfg.kind not in (None, "text"):
             raise ConfigError(f"data.kind={cfg.kind!r}: {source.name!r} is a text data set")
         return build_text(source, cfg)
@@ -159,6 +162,9 @@ def build(source: ArraySource | TextSource, cfg: DataConfig) -> Dataset:
                         f"{type(source).__name__}")
     if cfg.kind == "text":
         raise ConfigError(f"data.kind='text': {source.name!r} holds arrays, not text")
+    for key in ("resize", "channels"):
+        if getattr(cfg, key) is not None:
+            raise ConfigError(f"data.{key} applies to image data sets; {source.name!r} holds arrays")
     if cfg.context is not None or cfg.kind == "series" or (cfg.kind is None and source.kind == "series"):
         return build_series(source, cfg)
     return build_rows(source, cfg)

@@ -178,7 +178,8 @@ def from_arrays(arrays: dict | None = None, *, name: str = "arrays", description
         out[k] = a
     lengths = {k: len(a) for k, a in out.items()}
     if len(set(lengths.values())) > 1:
-        raise DataError("from_arrays: arrays have different lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+        raise DataError("from_arrays: arrays have different lengths: "
+                        + ", ".join(f"{k} {n}" for k, n in lengths.items()))
     if kind is not None and kind not in KINDS[:3]:
         raise DataError(f"from_arrays: kind must be classification, regression or series, got {kind!r}")
     names = list(out)
@@ -234,7 +235,8 @@ def handle_missing(arrays: dict, how: str, where: str, rows: np.ndarray | None =
     n = len(next(iter(arrays.values())))
     keep = np.arange(n)
     label = (lambda i: f"line {int(rows[i])}") if rows is not None else (lambda i: f"row {i}")
-    bad = {k: np.isnan(a).reshape(n, -1).any(axis=1) for k, a in arrays.items() if np.issubdtype(a.dtype, np.floating)}
+    bad = {k: np.isnan(a).reshape(n, -1).any(axis=1) for k, a in arrays.items()
+           if np.issubdtype(a.dtype, np.floating)}
     bad = {k: m for k, m in bad.items() if m.any()}
     if not bad:
         return arrays, keep
@@ -422,7 +424,8 @@ def build_rows(src: ArraySource, cfg) -> Dataset:
     times = [None if time is None else time[idx] for idx in parts]
     train, val, test = (Split.rows(s, inputs=inputs, targets=targets, time=t) for s, t in zip(splits, times))
     first = norm.get(inputs[0], {})
-    info = {"split": strategy, "normalization": norm, **info_cols}
+    info = {"split": strategy, **info_cols,  # JSON-friendly: a run may record it
+            "normalization": {k: {m: v.tolist() for m, v in st.items()} for k, st in norm.items()}}
     if "time_column" in src.info:
         info["time_column"] = src.info["time_column"]
     return Dataset(src.name, train, val, test, num_classes, tuple(class_names),

@@ -22,7 +22,7 @@ DEFAULT_CONTEXT = 24
 
 
 def _columns(src: ArraySource, where: str) -> dict[str, np.ndarray]:
-    """Every array of ``src`` as 1-D float64 columns (a ``(T, k)`` array gives columns ``name[0]`` … ``name[k-1]``)."""
+    """Every array of ``src`` as 1-D float64 columns (a ``(T, k)`` array: columns ``name[0]`` … ``name[k-1]``)."""
     cols = {}
     for k, a in src.arrays.items():
         if a.dtype.kind not in "iufb":
@@ -108,7 +108,7 @@ def build_series(src: ArraySource, cfg) -> Dataset:
             "horizon": horizon, "stride": stride, "missing": how,
             "spans": {p: {"steps": [sl.start, sl.stop], "first_time": stamp(sl.start), "last_time": stamp(sl.stop - 1)}
                       for p, sl in zip(("train", "val", "test"), spans)},
-            "normalization": {} if mean is None else {"series": {"mean": mean, "std": std}}}
+            "normalization": {} if mean is None else {"series": {"mean": mean.tolist(), "std": std.tolist()}}}
     if "time_column" in src.info:
         info["time_column"] = src.info["time_column"]
     return Dataset(src.name, train, val, test, None, (), (context, series.shape[1]), mean, std,

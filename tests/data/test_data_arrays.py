@@ -93,7 +93,7 @@ def test_csv_columns_time_sort_and_missing(tmp_path):
     path = tmp_path / "weather.csv"
     path.write_text(CSV)
     base = dict(name="csv", root=str(path), time_column="date", targets=("label",))
-    with pytest.raises(DataError, match=r"weather\.csv'\): column 'temp' has 1 missing.* first at line 5; set data.missing"):
+    with pytest.raises(DataError, match=r"weather\.csv'\): column 'temp' has 1 missing.* first at line 5; set "):
         load(DataConfig(**base, missing="error", split="chronological", columns=("temp",)))
     ds = load(DataConfig(**base, missing="drop", split="chronological", standardize=False))
     assert ds.kind == "classification" and ds.num_classes == 3 and ds.inputs == ("features",)
@@ -141,3 +141,32 @@ def test_csv_regression_table(tmp_path):
     ds = load(DataConfig(name="csv", root=str(path)))
     assert ds.kind == "regression" and ds.targets == ("y",) and ds.input_shape == (2,)
     assert ds.info["split"] == "random" and ds.train.y.dtype == np.float32
+
+
+def test_more_errors_and_overrides(tmp_path):
+    x, y = _xy(30)
+    with pytest.raises(DataError, match="array 'o' has dtype object"):
+        from_arrays(x=x, o=np.array([None] * 30))
+    with pytest.raises(DataError, match="kind must be classification, regression or series, got 'text'"):
+        from_arrays(x=x, y=y, kind="text")
+    with pytest.raises(DataError, match="array 'x' is given twice"):
+        from_arrays({"x": x}, x=x, y=y)
+    with pytest.raises(DataError, match=r"need at least one input and one target array.*kind='series'"):
+        from_arrays(x=x)
+    with pytest.raises(ConfigError, match="data.resize applies to image data sets; 'arrays'"):
+        load(DataConfig(resize=(4, 4)), source=from_arrays(x=x, y=y))
+    with pytest.raises(ConfigError, match="data.kind: expected one of"):
+        load(DataConfig(kind="images"), source=from_arrays(x=x, y=y))
+    with pytest.raises(DataError, match="expected an ArraySource"):
+        load(DataConfig(), source={"x": x})
+    # integer targets read as regression when asked; chronological rows keep the given order
+    ds = load(DataConfig(kind="regression", split="chronological"), source=from_arrays(x=x, y=y, time=np.arange(30)))
+    assert ds.kind == "regression" and ds.num_classes is None and ds.train.time.max() < ds.test.time.min()
+    path = tmp_path / "int.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(30)))
+    assert load(DataConfig(name="csv", root=str(path))).kind == "classification"
+    assert load(DataConfig(name="csv", root=str(path), kind="regression")).kind == "regression"
+    with pytest.raises(DataError, match="not an image data set"):
+        from jaxdl.data import load_raw
+
+        load_raw("csv")
