@@ -94,8 +94,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    # cross_entropy | mse | bce
-    name: str = "cross_entropy"
+    # auto (cross_entropy for classification, mse for regression) | cross_entropy | mse | bce | mae | huber
+    name: str = "auto"
     label_smoothing: float = 0.0
     class_weights: tuple[float, ...] | None = None
     # bce only: weight of positive examples (PyTorch's pos_weight).
@@ -215,6 +215,9 @@ class TrainConfig:
 class Config:
     name: str = "run"
     seed: int = 0
+    # The objective (see jaxdl.tasks): auto (by the data: classification for class labels, regression for float
+    # targets and series) | classification | regression | any registered task.
+    task: str = "auto"
     # Default: the MLP family's config (resolved through the model-config registry).
     model: ModelConfig = field(default_factory=lambda: model_config_class("mlp")())
     data: DataConfig = field(default_factory=DataConfig)
@@ -598,13 +601,50 @@ def variant(cfg: Config, name: str | None, **variants: dict[str, Any]) -> Config
     return apply_overrides(cfg, {"name": f"{cfg.name}_{name}", **variants[name]})
 
 
-def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load ``path/to/config.py`` or ``path/to/config.py:variant`` and apply ``overrides``."""
+# The example configs shipped with the package (jaxdl/configs/, a package so that wheels include it). Found as files
+# next to this module, never imported from here: jaxdl.configs.* import this module.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def list_configs() -> list[str]:
+    """Names of the configs shipped with jaxdl (``load_config(name)`` / ``jaxdl train NAME[:variant]``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def _is_bare_name(text: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.py)?", text))
+
+
+def resolve_config(spec: str | Path) -> tuple[Path, str | None]:
+    """``(file, variant)`` for ``spec``: an existing path (``configs/digits_mlp.py``), optionally with ``:variant``,
+    else the name of a shipped config (``digits_mlp``, ``digits_mlp:smoke``). Unknown names list the known ones."""
     spec = str(spec)
-    variant = None
-    if ":" in spec and not Path(spec).is_file():
-        spec, variant = spec.rsplit(":", 1)
-    module = load_module(spec)
+    candidates = [(spec, None)]
+    if ":" in spec:
+        base, var = spec.rsplit(":", 1)
+        candidates.append((base, var))
+    for base, var in candidates:
+        if Path(base).is_file():
+            return Path(base), var
+    base, var = candidates[-1]
+    if _is_bare_name(base):
+        name = base.removesuffix(".py")
+        path = CONFIG_DIR / f"{name}.py"
+        if path.is_file() and not name.startswith("_"):
+            return path, var
+        raise ConfigError(unknown_message("config", name, list_configs()) +
+                          " Pass a path to a config file, or one of these names.")
+    raise ConfigError(f"config file {base!r} does not exist (shipped configs, loadable by name: "
+                      f"{', '.join(list_configs())})")
+
+
+def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a config and apply ``overrides``. ``spec``: ``path/to/config.py`` or ``path/to/config.py:variant``, or
+    the name of a config shipped in ``jaxdl/configs/`` (``digits_mlp``, ``digits_mlp:smoke``; see
+    :func:`list_configs`), which works from any directory."""
+    path, variant = resolve_config(spec)
+    spec = str(path)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {spec!r} has no get_config() function")
     cfg = module.get_config(variant) if variant is not None else module.get_config()
