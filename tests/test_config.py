@@ -136,3 +136,32 @@ def test_model_dropout_alias_only_for_families_with_dropout():
         C.apply_overrides(C.Config(), ["model.name=resnet18", "model.dropout_rate=0.1"])
     assert "did you mean model.dropout" not in str(e.value)
     assert "unknown config key 'model.dropout_rate'" in str(e.value) and "Valid keys under model" in str(e.value)
+
+
+def test_shipped_configs_load_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "digits_mlp" in C.list_configs() and "__init__" not in C.list_configs()
+    assert C.load_config("digits_mlp").name == "digits_mlp"
+    cfg = C.load_config("digits_mlp:smoke", ["optim.lr=0.01"])
+    assert cfg.name == "digits_mlp_smoke" and cfg.train.steps == 20 and cfg.optim.lr == 0.01
+    with pytest.raises(ConfigError, match=r"unknown config 'digits_mlpp'; did you mean 'digits_mlp'.*Known configs:"):
+        C.load_config("digits_mlpp")
+    with pytest.raises(ConfigError, match=r"unknown variant 'tiny' of config 'digits_mlp'"):
+        C.load_config("digits_mlp:tiny")
+    # a file in the working directory wins over a shipped config of the same name
+    (tmp_path / "digits_mlp.py").write_text(
+        "from jaxdl.config import Config\n\ndef get_config(name=None):\n    return Config(name='local')\n")
+    assert C.load_config("digits_mlp.py").name == "local"
+
+
+def test_configs_ship_in_the_package():
+    """jaxdl/configs is a package found by the setuptools rule (so wheels carry it); the top-level configs/ is a
+    link to it, so configs/NAME.py paths keep working."""
+    from pathlib import Path
+
+    import setuptools
+
+    root = Path(__file__).resolve().parents[1]
+    assert "jaxdl.configs" in setuptools.find_packages(where=root, include=["jaxdl*"])
+    assert (root / "configs").is_symlink() and (root / "configs").resolve() == C.CONFIG_DIR
+    assert sorted(p.stem for p in (root / "configs").glob("[!_]*.py")) == C.list_configs()
