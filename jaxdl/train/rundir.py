@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.config import Config
@@ -22,6 +23,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
+# record keys that are axes, not metrics
+_NOT_SCALARS = ("step", "epoch", "time")
 
 
 def new_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
@@ -79,15 +82,23 @@ def read_config(run_dir: str | Path) -> Config:
 
 
 def _clean(value: Any) -> Any:
+    """JSON-ready: numpy scalars become Python numbers, non-finite floats their string (``"nan"``, ``"inf"``)."""
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
     return value
 
 
 class MetricsLog:
-    """Append-only JSON-lines log of evaluation records ``{"step":…, "epoch":…, "train/loss":…, …}``."""
+    """Append-only JSON-lines log of evaluation records ``{"step":…, "epoch":…, "train/loss":…, "val/rmse":…, …}``.
+
+    Records are stored as given (whatever metrics the task reports, under ``split/metric`` keys); non-finite numbers
+    are written as strings (``"nan"``) and numpy scalars as Python numbers."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -115,39 +126,76 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
-    """Learning curves: train vs val loss and accuracy against the step. Returns the PNG path."""
-    if not records:
+def _number(value: Any) -> float | None:
+    """``value`` as a finite-or-not float when it is a real number (numpy scalars included, bools excluded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
-    import matplotlib
+    return float(value)
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in records]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split, style in (("train", "-"), ("val", "--")):
-            key = f"{split}/{metric}"
-            ys = [r.get(key) for r in records]
-            if any(isinstance(y, (int, float)) for y in ys):
-                ax.plot(steps, [y if isinstance(y, (int, float)) else float("nan") for y in ys], style, marker="o",
-                        markersize=3, label=split)
+def curve_panels(records: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """What :func:`plot_curves` draws: ``[(metric, [record keys]), …]``. First ``loss`` (``train/loss`` and
+    ``val/loss``), then one panel per other validation metric in the order the records name them (``val/accuracy``,
+    ``val/rmse``, ``val/perplexity`` …), each with its ``train/`` counterpart when the records have one. Nothing is
+    assumed about which metrics a task reports."""
+    present: dict[str, None] = {}  # keys with at least one number, in first-seen order
+    for r in records:
+        for key, value in r.items():
+            if "/" in key and _number(value) is not None:
+                present.setdefault(key)
+    panels = []
+    loss = [k for k in ("train/loss", "val/loss") if k in present]
+    if loss:
+        panels.append(("loss", loss))
+    for key in present:
+        split, _, metric = key.partition("/")
+        if split == "val" and metric != "loss":
+            panels.append((metric, [k for k in (f"train/{metric}", key) if k in present]))
+    return panels
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Learning curves against the step, one panel per metric (see :func:`curve_panels`). Returns the PNG path, or
+    None when the records hold nothing to plot.
+
+    Draws on a :class:`matplotlib.figure.Figure` with its own Agg canvas: the user's matplotlib backend and pyplot
+    state are never touched (no ``matplotlib.use``, no ``pyplot``)."""
+    panels = curve_panels(records)
+    if not panels:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = 2 if len(panels) == 4 else min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (metric, keys) in zip(axes, panels):
+        for key in keys:
+            points = [(r["step"], _number(r.get(key))) for r in records if "step" in r]
+            xs = [x for x, y in points]
+            ys = [float("nan") if y is None else y for _, y in points]
+            split = key.split("/", 1)[0]
+            ax.plot(xs, ys, "--" if split == "val" else "-", marker="o", markersize=3, label=split)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def write_tensorboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
     """TensorBoard event files (``run_dir/tb``) from the evaluation records, when tensorboardX is installed
-    (``pip install 'jaxdl[tensorboard]'``), so ``tensorboard --logdir SWEEP_DIR`` shows every run."""
+    (``pip install 'jaxdl[tensorboard]'``), so ``tensorboard --logdir SWEEP_DIR`` shows every run. Every numeric
+    entry of a record is a scalar under its own key (``train/loss``, ``val/rmse``, ``lr`` …), whatever the task;
+    ``step``/``epoch``/``time`` are the axes, non-finite values are left out."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -160,9 +208,12 @@ def write_tensorboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | No
     writer = SummaryWriter(str(out))
     try:
         for r in records:
+            if "step" not in r:
+                continue
             for key, value in r.items():
-                if key not in ("step", "epoch", "time") and isinstance(value, (int, float)) and math.isfinite(value):
-                    writer.add_scalar(key, value, r["step"])
+                number = _number(value)
+                if key not in _NOT_SCALARS and number is not None and math.isfinite(number):
+                    writer.add_scalar(key, number, int(r["step"]))
     finally:
         writer.close()
     return out
