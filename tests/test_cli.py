@@ -45,9 +45,30 @@ def test_train_eval_and_resume_commands(tmp_path, capsys):
     latest = json.loads((run / "eval.json").read_text())
     assert latest["test"]["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-6)
 
-    # Resuming a finished run restores its last checkpoint and has nothing left to do.
+    # Resuming a finished run has nothing left to do and changes nothing.
+    before = {name: (run / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
+    capsys.readouterr()
     assert cli.main(["resume", str(run)]) == 0
-    assert json.loads((run / "summary.json").read_text())["steps"] == summary["steps"]
+    assert f"is already complete ({summary['steps']} steps); nothing to do" in capsys.readouterr().out
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("ending", [{"status": "completed", "steps": 20},
+                                    {"status": "completed", "steps": 12, "stopped_early": True},
+                                    {"status": "diverged", "steps": 7, "diverged_at": 7}])
+def test_resume_of_a_finished_run_does_nothing(ending, tmp_path, capsys):
+    """A finished run (by its summary.json) is left byte for byte as it is: no training, no rewriting."""
+    from jaxdl.train import rundir
+
+    cfg = load_config(ROOT / "configs" / "digits_mlp.py:smoke", ["train.steps=20"])
+    rundir.write_config(tmp_path, cfg)
+    (tmp_path / "summary.json").write_text(json.dumps({"name": cfg.name, **ending}, indent=2))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 10, "val/loss": 1.0}) + "\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert cli.main(["resume", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"run {tmp_path} is already complete ({ending['steps']} steps" in out and "nothing to do" in out
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_models_command_lists_parameter_counts(capsys):

@@ -313,6 +313,9 @@ def test_cli_dry_run_sweep_and_report(tiny_experiment, tmp_path, capsys, inline_
     assert len({g["group_id"] for g in inline_reference.values()}) == 2
     for gid in {g["group_id"] for g in inline_reference.values()}:
         assert gid in out
+    for run_id, run in inline_reference.items():  # each member by its run id and the values it takes
+        values = f"lr={run['swept']['optim.lr']:g} seed={run['swept']['seed']}"
+        assert any(line.split()[:1] == [run_id] and line.endswith(values) for line in out.splitlines()), run_id
     assert not (workdir / "sweep.db").exists()
 
     # --sweep replaces the experiment's grid: the base config (MLP) × 2 lr × 2 seeds
@@ -329,22 +332,27 @@ def test_cli_dry_run_sweep_and_report(tiny_experiment, tmp_path, capsys, inline_
     # the swept values are recorded as numbers (not the strings of the command line), so lr gets a line plot
     assert sorted((r["swept"]["optim.lr"], r["swept"]["seed"]) for r in runs) == [
         (0.01, 0), (0.01, 1), (0.02, 0), (0.02, 1)]
-    assert (workdir / "plots" / "test_accuracy_vs_optim_lr.png").is_file()
-    accuracy = {r["id"]: r["test"]["accuracy"] for r in runs}
+    assert (workdir / "plots" / "val_accuracy_vs_optim_lr.png").is_file()
+    # ranked by validation accuracy; test accuracy (same variables) shown beside it
+    accuracy = {r["id"]: r["val"]["accuracy"] for r in runs}
+    test_accuracy = {r["id"]: r["test"]["accuracy"] for r in runs}
     ranked = sorted(accuracy, key=accuracy.get, reverse=True)
 
     assert main(["report", str(workdir), "--format", "md", "--no-plots"]) == 0
     out = capsys.readouterr().out
     header, rows = _table_rows(out.splitlines())
-    assert header[:4] == ["rank", "run", "status", "model"] and "test/accuracy" in header
-    col = header.index("test/accuracy")
+    rows = rows[:4]  # the ranked runs (the per-configuration table follows)
+    assert header[:4] == ["rank", "run", "status", "model"] and "val/accuracy" in header
+    col = header.index("val/accuracy")
     assert [r[header.index("run")] for r in rows] == ranked
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     shown = [float(r[col]) for r in rows]
     assert shown == sorted(shown, reverse=True)
     np.testing.assert_allclose(shown, [accuracy[k] for k in ranked], atol=5e-4)
+    np.testing.assert_allclose([float(r[header.index("test/accuracy")]) for r in rows],
+                               [test_accuracy[k] for k in ranked], atol=5e-4)
     assert (workdir / "report.md").is_file()
-    assert _table_rows((workdir / "report.md").read_text().splitlines())[1] == rows
+    assert _table_rows((workdir / "report.md").read_text().splitlines())[1][:4] == rows
 
     assert main(["report", str(workdir), "--format", "csv", "--no-plots"]) == 0
     out = capsys.readouterr().out
@@ -352,10 +360,38 @@ def test_cli_dry_run_sweep_and_report(tiny_experiment, tmp_path, capsys, inline_
     start = next(i for i, line in enumerate(lines) if line.startswith("rank,run,"))
     table = list(csv.DictReader(lines[start:start + 5]))
     assert [r["run"] for r in table] == ranked and [r["rank"] for r in table] == ["1", "2", "3", "4"]
-    np.testing.assert_allclose([float(r["test/accuracy"]) for r in table], [accuracy[k] for k in ranked],
+    np.testing.assert_allclose([float(r["val/accuracy"]) for r in table], [accuracy[k] for k in ranked],
                                rtol=1e-6)
     with (workdir / "report.csv").open() as f:
         assert [r["run"] for r in csv.DictReader(f)] == ranked
+
+
+def test_a_group_failing_in_its_worker_is_recorded_and_the_sweep_goes_on(shared, write_tiny_experiment, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A group whose setup fails only in the worker (before its run directories exist): its runs are recorded as
+    failed (database and error.txt), the other group trains, and ``jaxdl sweep`` exits 1 naming the failed runs."""
+    from jaxdl.experiment import plan
+
+    # the planner would load each group's data to estimate its memory and catch the bad batch size up front;
+    # without that, the error first surfaces in the worker, as a setup error of a real sweep may
+    monkeypatch.setattr(plan, "member_bytes", lambda cfg: 1 << 20)
+    exp = write_tiny_experiment(tmp_path / "experiments", "failing", steps=10, two_models=False)
+    workdir = tmp_path / "sweep"
+    code = main(["sweep", str(exp), "--workdir", str(workdir), "--executor", "processes", "--workers", "2",
+                 "--fuse", "always", "--sweep", "train.batch_size=32,100000 seed=0:2"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    store = SweepStore(workdir / "sweep.db")
+    runs = store.runs()
+    assert store.counts() == {"completed": 2, "failed": 2}
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert {r["config"]["train"]["batch_size"] for r in failed} == {100000}
+    for r in failed:
+        assert "train.batch_size=100000 exceeds" in r["error"]
+        assert "ConfigError" in (Path(r["run_dir"]) / "error.txt").read_text()
+        assert r["id"] in out and "error.txt" in out
+    assert "2 of 4 runs failed" in out
+    assert (workdir / "report.md").is_file()  # the report still covers the runs that finished
 
 
 def test_cli_errors_exit_2_naming_the_problem(tiny_experiment, tmp_path, capsys):
@@ -375,6 +411,9 @@ def test_cli_errors_exit_2_naming_the_problem(tiny_experiment, tmp_path, capsys)
 
     assert main(["sweep", str(tiny_experiment), "--workdir", str(workdir), "--sweep", "seed=3:1"]) == 2
     assert "empty range" in capsys.readouterr().err
+
+    assert main(["sweep", str(tiny_experiment), "--workdir", str(workdir), "--sweep", "optim.lr=1e-3,,3e-3"]) == 2
+    assert capsys.readouterr().err == "error: --sweep item 'optim.lr=1e-3,,3e-3': value 2 is empty\n"
 
     assert main(["report", str(workdir)]) == 2
     assert "no sweep.db" in capsys.readouterr().err

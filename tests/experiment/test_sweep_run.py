@@ -61,16 +61,22 @@ def test_inline_sweep_records_runs_decisions_and_report(experiment, tmp_path):
     assert result.plan.skipped == []
 
     report = make_report(out, fmt="md")
-    scores = [r["test/accuracy"] for r in report.rows]
+    assert report.metric == "val/accuracy"  # validation ranks; test is shown beside it
+    scores = [r["val/accuracy"] for r in report.rows]
     assert scores == sorted(scores, reverse=True)
+    for row in report.rows:  # both from summary.json's val/test: the same variables
+        summary = json.loads((out / "runs" / row["run"] / "summary.json").read_text())
+        assert row["val/accuracy"] == summary["val"]["accuracy"]
+        assert row["test/accuracy"] == summary["test"]["accuracy"]
     names = {p.name for p in report.plots}
-    assert {"learning_curves.png", "test_accuracy_vs_optim_lr.png", "test_accuracy_by_reg.png",
+    assert {"learning_curves.png", "val_accuracy_vs_optim_lr.png", "val_accuracy_by_reg.png",
             "best_per_architecture.png"} <= names
     assert all(p.stat().st_size > 5000 for p in report.plots)
     md = (out / "report.md").read_text()
-    assert md.startswith("Ranked by test/accuracy") and "| rank | run | status | model | reg |" in md
+    assert md.startswith("Ranked by val/accuracy") and "| rank | run | status | model | reg |" in md
     csv_lines = (out / "report.csv").read_text().splitlines()
     assert len(csv_lines) == 17
+    assert len((out / "report_by_config.csv").read_text().splitlines()) == 1 + 8  # 16 runs, 2 seeds each
     loss_report = make_report(out, metric="test/loss", fmt="csv", plots=False)
     losses = [r["test/loss"] for r in loss_report.rows]
     assert losses == sorted(losses)
@@ -113,6 +119,13 @@ def test_dry_run_prints_plan_and_trains_nothing(experiment, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "16 runs in 2 groups" in text and "probe decides" in text and "mem/member" in text
     assert not (out / "sweep.db").exists() and len(result.plan.runs) == 16
+    lines = text.splitlines()
+    for g in result.plan.groups:  # every member: its run id and the values it takes
+        assert f"group {g.id} ({g.title}): 8 members" in text
+        for r in g.runs:
+            (line,) = [line for line in lines if line.split()[:1] == [r.run_id]]
+            lr, seed, reg, model = r.values["optim.lr"], r.values["seed"], r.labels["reg"], r.labels["model"]
+            assert line.split()[1:] == [f"model={model}", f"reg={reg}", f"lr={lr:g}", f"seed={seed}"]
 
 
 def test_quickstart_plan():

@@ -65,6 +65,25 @@ def test_parse_sweep_cli_syntax():
         parse_sweep("seed=3:1")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("optim.lr=1e-3,,3e-3", "'optim.lr=1e-3,,3e-3': value 2 is empty"),
+    ("optim.lr=1e-3,3e-3,", "'optim.lr=1e-3,3e-3,': a trailing comma"),
+    ("optim.lr=,1e-3", "'optim.lr=,1e-3': value 1 is empty"),
+    ("model.widths=(128,", "'model.widths=(128,': unbalanced parenthesis, '(' is never closed"),
+    ("model.widths=(64,32)),(128,)", "'model.widths=(64,32)),(128,)': unbalanced ')'"),
+    ("model.widths=(64,32]", "'model.widths=(64,32]': unbalanced ']'"),
+    ("seed=0:", "'seed=0:': a range needs both ends"),
+    ("seed=:4", "'seed=:4': a range needs both ends"),
+    ("optim.lr=", "'optim.lr=': no values"),
+    ("=1,2", "'=1,2': no key"),
+    ("seed=0:2 seed=5", "'seed=5': seed is swept twice"),
+])
+def test_parse_sweep_rejects_malformed_lists_naming_the_item(text, message):
+    with pytest.raises(ConfigError) as e:
+        parse_sweep(text)
+    assert message in str(e.value)
+
+
 def base():
     return Config(name="t", model=model_config("mlp", widths=(16,)), data=DataConfig(name="digits"),
                   optim=OptimConfig(lr=1e-3), train=TrainConfig(batch_size=32, steps=5, progress=False))
@@ -106,3 +125,14 @@ def test_duplicate_points_collapse_and_run_ids_are_stable():
     assert len(runs) == 2 and skipped[0][1] == "duplicate of an earlier point"
     again, _ = expand(base(), spec, "t")
     assert [r.run_id for r in runs] == [r.run_id for r in again]
+
+
+def test_run_ids_change_with_the_jaxdl_version(monkeypatch):
+    import jaxdl
+
+    spec = grid(**{"optim.lr": [1e-3, 2e-3]})
+    ids = [r.run_id for r in expand(base(), spec, "t")[0]]
+    monkeypatch.setattr(jaxdl, "__version__", "99.0.0")
+    other = [r.run_id for r in expand(base(), spec, "t")[0]]
+    assert len(set(other)) == 2 and not set(ids) & set(other)
+    assert [r.run_id for r in expand(base(), spec, "t")[0]] == other  # stable within a version
