@@ -4,7 +4,9 @@ An example is ``context`` steps of every column (``inputs``, ``(context, F)``) f
 of the target columns (``targets``, ``(horizon, K)``). The series is cut into three spans — training, then
 validation, then test, the last ``test_fraction`` of the time line (:func:`~jaxdl.data.core.chronological_split`) —
 and windows are cut within each span only, so no training or validation input or target lies after any test step.
-``standardize`` uses the training span's per-column mean and std only.
+``standardize`` uses the training span's per-column mean and std only; targets are cut from the same standardised
+series, so predictions are in standardised units (``value = x * ds.std[col] + ds.mean[col]``). Per-example
+timestamps (the time of the last target step) are ``split.time``, on the host only: they are never part of a batch.
 """
 
 from __future__ import annotations
