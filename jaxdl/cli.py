@@ -104,7 +104,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from jaxdl.train.loop import evaluate_splits, restore
+    from jaxdl.train import evaluate_splits, restore
 
     s, variables = restore(args.run_dir, which=args.which)
     results = evaluate_splits(s, variables["params"], variables["model_state"], splits=tuple(args.splits))
@@ -139,7 +139,7 @@ def cmd_explain(args) -> int:
     import numpy as np
 
     from jaxdl import interpret
-    from jaxdl.train.loop import restore
+    from jaxdl.train import restore
 
     s, variables = restore(args.run_dir, which=args.which)
     model, ds = s.model, s.dataset

@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def step_cost(model: str, members: int, dropout: bool, dataset, loops: int, repeats: int) -> dict[str, float]:
-    """Compile seconds and best per-step seconds of one host-driven step (``_advance``) of ``members`` members."""
+    """Compile seconds and best per-step seconds of one host-driven step (``drivers.advance``) of ``members`` members."""
     import jax
     import jax.numpy as jnp
 
     from bench_sweep import make_cfgs
-    from jaxdl.train import loop
+    from jaxdl.train import drivers, loop
 
     cfgs = make_cfgs(model, max(members, 2), 10)[:members]
     s = dataclasses.replace(loop.setup(cfgs[0], dataset, dropout=dropout), fused=members > 1)
@@ -45,9 +45,8 @@ def step_cost(model: str, members: int, dropout: bool, dataset, loops: int, repe
     state = programs.init(seeds, hp)
     active = jnp.ones(members, bool) if s.fused else jnp.asarray(True)
     lead = (members,) if s.fused else ()
-    x, y = dataset.train.x[:64], dataset.train.y[:64]
-    batch = {"x": np.broadcast_to(x, lead + x.shape).copy(), "y": np.broadcast_to(y, lead + y.shape).copy()}
-    step = jax.jit(loop._advance(s, s.fused), donate_argnums=0)
+    batch = {k: np.broadcast_to(v, lead + v.shape).copy() for k, v in dataset.train.batch(np.arange(64)).items()}
+    step = jax.jit(drivers.advance(s), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, active, batch, hp).compile()
     compile_s = time.perf_counter() - t0

@@ -152,7 +152,7 @@ def time_jaxdl(cfgs, dataset, mode: str, scratch_root: Path, driver_cache: Path)
     copied into ``driver_cache``, which fused, one_by_one and auto_cached use — they find their driver (scan | host)
     and the fuse-or-not decision made, as on any machine that ran jaxdl on this model before."""
     from jaxdl.experiment.runner import decide_fusion
-    from jaxdl.train.loop import train_group
+    from jaxdl.train import train_group
 
     cold = mode == "auto" or mode.endswith("_cold")
     with Scratch(scratch_root, mode, cache=None if cold else driver_cache) as sc:

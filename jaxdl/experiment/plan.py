@@ -22,7 +22,7 @@ from jaxdl.config import Config
 from jaxdl.errors import ConfigError
 from jaxdl.experiment.report import PIPE_WIDTH, make_console  # noqa: F401 — re-exported
 from jaxdl.experiment.sweep import Spec
-from jaxdl.train.step import dynamic_keys, signature
+from jaxdl.train import dynamic_keys, signature
 
 
 @dataclasses.dataclass
@@ -127,12 +127,12 @@ def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tup
 def member_bytes(cfg: Config) -> int:
     """Estimated device bytes one member needs while training: the state (parameters, optimizer and model state),
     gradients and one batch — activations come on top (a lower bound, from ``jax.eval_shape``)."""
-    from jaxdl.train.loop import initial_state, setup
+    from jaxdl.train import abstract_batch, initial_state, setup
 
     s = setup(cfg)
     state = jax.eval_shape(lambda: initial_state(s))
     nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-    batch = s.dataset.train.x[:1].nbytes * cfg.train.batch_size
+    batch = nbytes(abstract_batch(s, cfg.train.batch_size))
     return nbytes(state) + nbytes(state.params) + batch
 
 

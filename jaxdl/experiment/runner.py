@@ -29,9 +29,8 @@ from jaxdl.experiment.plan import Plan, build_plan, print_plan, sweep_dir_for
 from jaxdl.experiment.store import FINISHED, SweepStore
 from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
 from jaxdl.train import rundir
-from jaxdl.train.loop import (Programs, _probe_key, probe_drivers, probe_steps, race, read_cache, setup, speed_fields,
-                              stack_hparams, time_runner, train_group, write_cache)
-from jaxdl.train.step import signature, uses_dropout
+from jaxdl.train import (Programs, probe_drivers, probe_key, probe_steps, race, read_cache, setup, signature,
+                         speed_fields, stack_hparams, time_runner, train_group, uses_dropout, write_cache)
 
 FUSE_MODES = ("auto", "always", "never")
 EXECUTORS = ("inline", "processes", "ray")
@@ -94,10 +93,10 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     drivers["seconds_per_step"][driver] = clocks[driver].per_step
     fused_t = fused_clock.per_step
     single.driver = (driver, {**drivers, "how": "fusion probe"})
-    write_cache("driver_probe.json", _probe_key(single_s, 1), drivers)
+    write_cache("driver_probe.json", probe_key(single_s, 1), drivers)
     fused_info = {"chosen": driver, "seconds_per_step": {driver: fused_t}, "how": "fusion probe"}
     fused_p.driver = (driver, fused_info)
-    write_cache("driver_probe.json", _probe_key(fused_s, count), fused_info)
+    write_cache("driver_probe.json", probe_key(fused_s, count), fused_info)
     seq_t = count * drivers["seconds_per_step"][driver]
     fused = fused_t < seq_t
     record = {"fused": fused, "driver": driver,

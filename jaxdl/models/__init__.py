@@ -33,6 +33,8 @@ class ModelSpec:
     # per-example input shape used by `jaxdl models` to count parameters
     example_shape: tuple[int, ...] = (28, 28, 1)
     description: str = ""
+    # what the model reads: "float" (images, features, series) or "int" (token ids)
+    input_kind: str = "float"
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -84,9 +86,11 @@ def _validate(cfg: ModelConfig) -> None:
 
 
 def from_config(cfg: ModelConfig, *, num_classes: int | None = None, input_shape=None,
-                input_kind: str = "float") -> Model:
-    """Build the model described by ``cfg``. ``cfg.num_classes`` wins over ``num_classes`` when set."""
+                input_kind: str | None = None) -> Model:
+    """Build the model described by ``cfg``. ``cfg.num_classes`` wins over ``num_classes`` when set; the input kind
+    (``float`` or ``int`` token ids) is the family's unless given."""
     spec = MODELS.get(cfg.name)
+    input_kind = input_kind or spec.input_kind
     _validate(cfg)
     n = cfg.num_classes if cfg.num_classes is not None else num_classes
     if n is None:

@@ -108,7 +108,8 @@ def build_model(cfg: Config, ds, task_name: str, model: Any = None) -> tuple[mod
     if task_name != "classification" and cfg.model.num_classes is not None and cfg.model.num_classes != n:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but each target of {ds.name!r} has {n} "
                           "values")
-    return models.from_config(cfg.model, num_classes=n, input_shape=shape, input_kind=kind), False
+    # a zoo model reads what its family reads (an image model given uint8 pixels is an error naming it)
+    return models.from_config(cfg.model, num_classes=n, input_shape=shape), False
 
 
 def setup(cfg: Config, dataset=None, dropout: bool | None = None, *, model: Any = None, source: Any = None) -> Setup:
@@ -137,12 +138,26 @@ def setup(cfg: Config, dataset=None, dropout: bool | None = None, *, model: Any 
     total = cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * steps_per_epoch
     dropout = uses_dropout([cfg]) if dropout is None else dropout
     task = tasks.TASKS[task_name].build(cfg, ds, net, dropout=dropout)
+    check_monitor(cfg, task)
     optimizers = {player: optim.build(cfg.optim, total) for player in task.players}
     hp = make_hparams(cfg)
     s = Setup(cfg, ds, task, optimizers, hp, make_train_step(task, optimizers), make_eval_step(task),
               steps_per_epoch, total, dropout=dropout, user_model=user)
     check_shapes(s)
     return s
+
+
+def check_monitor(cfg: Config, task: tasks.Task) -> None:
+    """``train.early_stopping.monitor`` must name one of the task's metrics (``val/accuracy`` on a regression run
+    would otherwise never improve and silently never stop)."""
+    monitor = cfg.train.early_stopping.monitor
+    known = [f"{split}/{name}" for split in ("val", "train") for name in task.metric_names()]
+    if monitor not in known:
+        from jaxdl.registry import closest
+
+        hint = closest(monitor, known, n=1)
+        raise ConfigError(f"train.early_stopping.monitor: {monitor!r} is not a metric of task {task.name!r}"
+                          + (f" — did you mean {hint[0]}?" if hint else "") + f" (expected one of {', '.join(known)})")
 
 
 def abstract_batch(s: Setup, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:

@@ -20,7 +20,7 @@ from jaxdl.checkpoint import Checkpointer, CheckpointWarning
 from jaxdl.data import Dataset, Split, load
 from jaxdl.errors import ConfigError, DivergenceError, ModelInputError
 from jaxdl.train import fit
-from jaxdl.train.loop import setup
+from jaxdl.train import setup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,10 +71,10 @@ def test_scan_and_host_drivers_agree(tmp_path, digits):
 
 
 def test_auto_driver_probes_and_caches(tmp_path, digits, monkeypatch):
-    from jaxdl.train import loop
+    from jaxdl.train import probe
 
     monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(loop, "SCAN_PROBE_BELOW_S", float("inf"))  # both drivers, whatever the machine's load
+    monkeypatch.setattr(probe, "SCAN_PROBE_BELOW_S", float("inf"))  # both drivers, whatever the machine's load
     cfg = small_cfg(**{"train.driver": "auto", "train.checkpoints": False})
     fit(cfg, workdir=tmp_path / "a", dataset=digits)
     info = json.loads((tmp_path / "a" / "config.json").read_text())["driver"]
@@ -87,10 +87,10 @@ def test_auto_driver_probes_and_caches(tmp_path, digits, monkeypatch):
 
 def test_probe_skips_scan_when_a_host_step_is_slow(tmp_path, digits, monkeypatch):
     """What scan saves is per-step dispatch; a host step above the threshold is not worth a scan compilation."""
-    from jaxdl.train import loop
+    from jaxdl.train import probe
 
     monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(loop, "SCAN_PROBE_BELOW_S", 0.0)
+    monkeypatch.setattr(probe, "SCAN_PROBE_BELOW_S", 0.0)
     fit(small_cfg(**{"train.driver": "auto", "train.checkpoints": False}), workdir=tmp_path / "a", dataset=digits)
     info = json.loads((tmp_path / "a" / "config.json").read_text())["driver"]
     assert info["chosen"] == "host" and set(info["seconds_per_step"]) == {"host"}
@@ -99,7 +99,7 @@ def test_probe_skips_scan_when_a_host_step_is_slow(tmp_path, digits, monkeypatch
 
 def test_time_runner_caps_a_slow_candidate():
     """A candidate whose first step (beyond compiling) costs more than the probe budget is not run again."""
-    from jaxdl.train.loop import time_runner
+    from jaxdl.train import time_runner
 
     calls = []
 
@@ -134,7 +134,7 @@ def test_time_runner_caps_a_slow_candidate():
 
 def test_race_retimes_close_candidates_in_alternation():
     """A burst of load during one candidate's timing is undone by re-timing close candidates in turn."""
-    from jaxdl.train.loop import Timing, race
+    from jaxdl.train.probe import Timing, race
 
     order = []
 
@@ -169,7 +169,7 @@ def test_race_retimes_close_candidates_in_alternation():
 
 def test_hparams_change_without_retracing(digits):
     s = setup(small_cfg(), digits)
-    from jaxdl.train.loop import initial_state
+    from jaxdl.train import initial_state
     from jaxdl.train.step import make_hparams
 
     traces = []
@@ -180,7 +180,7 @@ def test_hparams_change_without_retracing(digits):
 
     step = jax.jit(counted, donate_argnums=0)
     state = initial_state(s)
-    batch = {"x": digits.train.x[:64], "y": digits.train.y[:64]}
+    batch = {"image": digits.train.x[:64], "label": digits.train.y[:64]}
     for lr, wd, dropout, smoothing in [(1e-3, 0.0, 0.0, 0.0), (3e-2, 1e-2, 0.5, 0.1), (1e-4, 0.3, 0.9, 0.2)]:
         cfg = small_cfg(**{"optim.lr": lr, "optim.weight_decay": wd, "model.dropout": dropout,
                            "loss.label_smoothing": smoothing, "optim.l2": wd, "optim.l1": wd / 10})
@@ -220,7 +220,7 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path):
 
     cfg = C.load_json(straight / "config.json")
     s = setup(cfg)
-    from jaxdl.train.loop import initial_state
+    from jaxdl.train import initial_state
 
     target = jax.eval_shape(lambda: initial_state(s))
     with Checkpointer(killed / "checkpoints") as a, Checkpointer(straight / "checkpoints") as b:
@@ -244,7 +244,7 @@ def test_corrupt_newest_checkpoint_is_skipped(tmp_path, digits):
         if f.is_file():
             f.write_bytes(b"\x00garbage")
     s = setup(cfg, digits)
-    from jaxdl.train.loop import initial_state
+    from jaxdl.train import initial_state
 
     target = jax.eval_shape(lambda: initial_state(s))
     with pytest.warns(CheckpointWarning, match="step 30"):
@@ -270,7 +270,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path, d
     assert info.value.step == 6
     assert "step 4" in str(info.value)
     s = setup(cfg, digits)
-    from jaxdl.train.loop import initial_state
+    from jaxdl.train import initial_state
 
     target = jax.eval_shape(lambda: initial_state(s))
     state, _, step = Checkpointer(tmp_path / "checkpoints").restore_latest(target)
@@ -307,10 +307,10 @@ def test_wrong_input_shape_names_model_and_shapes(tmp_path, digits):
     """Data whose examples do not match the model's expected input is caught before tracing the step."""
     cfg = small_cfg(**{"model.name": "lenet5"})
     s = setup(cfg, digits)
-    from jaxdl.train.loop import initial_state
+    from jaxdl.train import initial_state
 
     state = initial_state(s)
-    bad_batch = {"x": jnp.zeros((64, 28, 28, 1)), "y": jnp.zeros((64,), jnp.int32)}
+    bad_batch = {"image": jnp.zeros((64, 28, 28, 1)), "label": jnp.zeros((64,), jnp.int32)}
     with pytest.raises(ModelInputError, match=r"'lenet5' expects inputs of shape \(batch, 8, 8, 1\) float, got "
                                               r"\(64, 28, 28, 1\) float32"):
         jax.jit(s.train_step)(state, bad_batch, s.hparams)

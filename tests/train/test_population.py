@@ -14,7 +14,7 @@ from jaxdl import config as C
 from jaxdl.data import load
 from jaxdl.errors import ConfigError
 from jaxdl.train import fit, train_group
-from jaxdl.train.loop import Programs, setup
+from jaxdl.train import Programs, setup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,7 +66,7 @@ def test_members_share_one_compilation(fused, tmp_path, digits):
     s = setup(cfgs[0], digits)
     s.fused = fused
     programs = Programs(s)
-    from jaxdl.train.loop import _train_unit
+    from jaxdl.train.loop import _train_unit  # noqa: PLC2701
 
     dirs = [tmp_path / f"r{i}" for i in range(3)]
     opts = {"resume": False, "on_divergence": "raise", "extra": {}, "title": "t", "members": 3}
@@ -83,7 +83,7 @@ def test_members_share_one_compilation(fused, tmp_path, digits):
 def test_population_starts_where_its_standalone_runs_start(digits):
     """A population's initial state is its members' standalone initial states, stacked (bit for bit), built by the
     single-run init program — one compilation for both modes."""
-    from jaxdl.train.loop import stack_hparams
+    from jaxdl.train import stack_hparams
 
     cfgs = [member_cfg(i, **v) for i, v in enumerate(VARIED)]
     single = Programs(setup(cfgs[0], digits))
@@ -162,7 +162,7 @@ print(json.dumps({{"devices": len(jax.devices()), "loss": [r.summary["test"]["lo
 
 def _draws_random_bits(s) -> bool:
     """Whether one training step of ``s`` draws random bits (dropout masks)."""
-    from jaxdl.train.loop import abstract_batch, initial_state
+    from jaxdl.train import abstract_batch, initial_state
 
     state = jax.eval_shape(lambda: initial_state(s))
     jaxpr = jax.make_jaxpr(s.train_step)(state, abstract_batch(s, s.cfg.train.batch_size), s.hparams)
