@@ -259,8 +259,19 @@ def from_nnx(constructor: Callable[..., Any], name: str | None = None, *, output
     graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
     label = name or type(abstract).__name__.lower()
 
+    def is_key(x) -> bool:
+        return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
     def to_pure(state):
-        return nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+        # RNG keys (dropout streams) are kept as their raw uint32 data: variables stay plain arrays that stack,
+        # move to the host and checkpoint like any other
+        pure = nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+        return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, pure)
+
+    def from_pure(template, pure):
+        spec = nnx.to_pure_dict(template) if hasattr(nnx, "to_pure_dict") else template.to_pure_dict()
+        keys = jax.tree.map(lambda t, x: jax.random.wrap_key_data(x) if is_key(t) else x, spec, pure)
+        nnx.replace_by_pure_dict(template, keys)
 
     def init_fn(rng, x):
         del x  # NNX modules create their variables in the constructor
@@ -272,7 +283,7 @@ def from_nnx(constructor: Callable[..., Any], name: str | None = None, *, output
         rng = (rngs or {}).get("dropout")
         _, params_t, rest_t = nnx.split(abstract, nnx.Param, ...)
         nnx.replace_by_pure_dict(params_t, variables["params"])
-        nnx.replace_by_pure_dict(rest_t, variables["nnx_state"])
+        from_pure(rest_t, variables["nnx_state"])
         module = nnx.merge(graphdef, params_t, rest_t)
         if train:
             module.train()

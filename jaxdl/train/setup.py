@@ -93,6 +93,9 @@ def _input_spec(ds) -> tuple[Any, str]:
 def outputs_needed(ds, task_name: str) -> int:
     """How many outputs the model needs: classes, or the number of elements of one target."""
     if task_name == "classification":
+        if ds.num_classes is None:
+            raise ConfigError(f"task=classification needs class labels; data set {ds.name!r} has {ds.kind} "
+                              "targets (use task=regression)")
         return int(ds.num_classes)
     shape, _ = ds.train.example_spec()[ds.targets[0]]
     return int(math.prod(shape)) if shape else 1
