@@ -9,7 +9,7 @@ from jaxdl import cli
 from jaxdl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.py"))
+CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))  # not __init__.py
 
 
 @pytest.mark.parametrize("name", CONFIGS)
