@@ -137,15 +137,16 @@ def grad_cam(module: nn.Module, variables, x: jax.Array, target: jax.Array, laye
 
 def overlay(image, heat, path, title: str = "") -> None:
     """Save ``image`` (H, W, C in any range) with ``heat`` (H, W) drawn over it as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     img = np.asarray(image, np.float32)
     img = (img - img.min()) / (img.max() - img.min() + 1e-12)
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    # a Figure with its own canvas: the user's matplotlib backend and pyplot state are left alone
+    fig = Figure(figsize=(6, 3))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     axes[0].imshow(img.squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
     axes[0].set_title("input", fontsize=8)
     axes[1].imshow(img.squeeze(), cmap="gray" if img.shape[-1] == 1 else None)
@@ -155,7 +156,6 @@ def overlay(image, heat, path, title: str = "") -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 __all__ = ["conv_layers", "grad_cam", "integrated_gradients", "layer_names", "overlay", "saliency", "smoothgrad"]

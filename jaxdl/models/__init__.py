@@ -16,7 +16,7 @@ from jaxdl.errors import ConfigError
 from jaxdl.models import resnet as _resnet
 from jaxdl.models import vgg as _vgg
 from jaxdl.models.alexnet import AlexNet, AlexNetConfig, build_alexnet
-from jaxdl.models.core import Model, as_model, count_params, from_linen, from_nnx
+from jaxdl.models.core import Model, ModelSpec, as_model, count_params, from_linen, from_nnx
 from jaxdl.models.lenet import LeNet5, LeNetConfig, build_lenet
 from jaxdl.models.mlp import MLP, MLPConfig, Perceptron, PerceptronConfig, build_mlp, build_perceptron
 from jaxdl.models.resnet import ResNet, ResNetConfig, build_resnet
@@ -24,17 +24,6 @@ from jaxdl.models.vgg import VGG, VGGConfig, build_vgg
 from jaxdl.nn import ACTIVATIONS
 from jaxdl.nn.layers import OUTPUTS
 from jaxdl.registry import Registry
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    config_cls: type[ModelConfig]
-    build: Callable[[Any, int], Any]  # (config, num_classes) -> linen module
-    # per-example input shape used by `jaxdl models` to count parameters
-    example_shape: tuple[int, ...] = (28, 28, 1)
-    description: str = ""
-    # what the model reads: "float" (images, features, series) or "int" (token ids)
-    input_kind: str = "float"
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

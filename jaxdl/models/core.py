@@ -166,6 +166,17 @@ class Model:
         return count_params(self.abstract_variables()["params"])
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    config_cls: type[ModelConfig]
+    build: Callable[[Any, int], Any]  # (config, num_classes) -> linen module
+    # per-example input shape used by `jaxdl models` to count parameters
+    example_shape: tuple[int, ...] = (28, 28, 1)
+    description: str = ""
+    # what the model reads: "float" (images, features, series) or "int" (token ids)
+    input_kind: str = "float"
+
+
 def count_params(tree: Any) -> int:
     """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
     return int(sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(tree)))

@@ -69,7 +69,7 @@ from jaxdl.errors import ConfigError, JaxdlError
 from jaxdl.nn import Dropout
 
 if TYPE_CHECKING:
-    from jaxdl.models import ModelSpec
+    from jaxdl.models.core import ModelSpec
 
 # (expand ratio, kernel, stride, in channels, out channels, layers) of EfficientNet-B0
 B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -371,7 +371,7 @@ def lite_state_dict_to_variables(state_dict: dict[str, np.ndarray]) -> dict:
 
 def specs() -> dict[str, ModelSpec]:
     """Registry name → ModelSpec of every EfficientNet variant."""
-    from jaxdl.models import ModelSpec
+    from jaxdl.models.core import ModelSpec
 
     out = {}
     for name, cls in VARIANTS.items():
