@@ -168,7 +168,7 @@ class Model:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    config_cls: type[ModelConfig]
+    config_cls: type  # the family's ModelConfig dataclass
     build: Callable[[Any, int], Any]  # (config, num_classes) -> linen module
     # per-example input shape used by `jaxdl models` to count parameters
     example_shape: tuple[int, ...] = (28, 28, 1)
