@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
+from jaxdl.console import make_console
 from jaxdl.errors import JaxdlError
 from jaxdl.tasks import mode_for
 from jaxdl.train import rundir
@@ -75,13 +76,12 @@ class Progress:
         self.enabled = enabled
         if not enabled:
             return
-        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("steps"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+                            TextColumn("{task.fields[info]}"), console=make_console(stderr=True))
         self.task = self.bar.add_task(title, total=total, completed=start, info="")
         self.bar.start()
 
