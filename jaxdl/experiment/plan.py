@@ -44,10 +44,13 @@ class Group:
     signature: str
     runs: list[RunSpec]
     bytes_per_member: int = 0
+    model_label: str | None = None  # a user's model (run_sweep(model=...)) instead of cfg.model
 
     @property
     def title(self) -> str:
         c = self.runs[0].config
+        if self.model_label:
+            return "/".join([self.model_label, c.loss.name])
         extras = ["bn"] if getattr(c.model, "batch_norm", False) else []
         return "/".join([c.model.name, c.loss.name, *extras])
 
@@ -67,12 +70,14 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(config_lib.to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_id_for(digest: str) -> str:
+def run_id_for(digest: str, model_key: str | None = None) -> str:
     """A sweep run's id: its config's hash together with the jaxdl version, so a sweep rerun by other code trains
-    anew instead of silently reusing results recorded by the old code."""
+    anew instead of silently reusing results recorded by the old code — and with a user's model, its identity
+    (:func:`jaxdl.experiment.inputs.model_key`)."""
     import jaxdl
 
-    return hashlib.sha1(f"{digest} jaxdl={jaxdl.__version__}".encode()).hexdigest()[:12]
+    model = f" model={model_key}" if model_key else ""
+    return hashlib.sha1(f"{digest}{model} jaxdl={jaxdl.__version__}".encode()).hexdigest()[:12]
 
 
 def _family_fields() -> set[str]:
@@ -92,11 +97,13 @@ def _apply(base: Config, overrides: dict[str, Any]) -> Config:
     return config_lib.apply_overrides(base, overrides)
 
 
-def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tuple[dict[str, Any], str]]]:
+def expand(base: Config, spec: Spec, name: str, *, model_key: str | None = None
+           ) -> tuple[list[RunSpec], list[tuple[dict[str, Any], str]]]:
     """Resolve every point of ``spec`` against ``base``.
 
     A point that sets a model field its architecture lacks (dropout on a perceptron) is skipped with a reason; any
-    other bad key or value raises ConfigError at once (a typo never silently shrinks a sweep).
+    other bad key or value raises ConfigError at once (a typo never silently shrinks a sweep). ``model_key``: the
+    identity of a user's model, part of every run id.
     """
     runs, skipped, seen = [], [], set()
     family_fields = _family_fields()
@@ -116,7 +123,7 @@ def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tup
             skipped.append((point.overrides, "duplicate of an earlier point"))
             continue
         seen.add(digest)
-        run_id = run_id_for(digest)
+        run_id = run_id_for(digest, model_key)
         cfg = dataclasses.replace(cfg, name=f"{name}-{run_id[:8]}")
         # the swept values as the config holds them (a --sweep gives strings; the report plots numbers as numbers)
         values = {k: _lookup(cfg, k) for k in point.values}
@@ -124,12 +131,13 @@ def expand(base: Config, spec: Spec, name: str) -> tuple[list[RunSpec], list[tup
     return runs, skipped
 
 
-def member_bytes(cfg: Config) -> int:
+def member_bytes(cfg: Config, model: Any = None) -> int:
     """Estimated device bytes one member needs while training: the state (parameters, optimizer and model state),
-    gradients and one batch — activations come on top (a lower bound, from ``jax.eval_shape``)."""
+    gradients and one batch — activations come on top (a lower bound, from ``jax.eval_shape``). ``model``: a user's
+    model instead of ``cfg.model``."""
     from jaxdl.train import abstract_batch, initial_state, setup
 
-    s = setup(cfg)
+    s = setup(cfg, model=model)
     state = jax.eval_shape(lambda: initial_state(s))
     nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
     batch = nbytes(abstract_batch(s, cfg.train.batch_size))
@@ -151,29 +159,42 @@ def memory_budget() -> int:
         return 4 << 30
 
 
-def group(runs: list[RunSpec], budget: int | None = None) -> list[Group]:
-    """Group runs by signature; split a group whose members do not fit ``budget`` bytes together."""
+def group(runs: list[RunSpec], budget: int | None = None, *, model: Any = None,
+          model_label: str | None = None) -> list[Group]:
+    """Group runs by signature; split a group whose members do not fit ``budget`` bytes together. ``model``: a
+    user's model (named ``model_label``) that every run trains instead of its ``cfg.model``."""
     by_sig: dict[str, list[RunSpec]] = {}
     for r in runs:
         by_sig.setdefault(signature(r.config), []).append(r)
     budget = memory_budget() if budget is None else budget
     groups = []
     for sig, members in by_sig.items():
-        per = member_bytes(members[0].config)
+        per = member_bytes(members[0].config, model)
         fit_n = max(1, budget // max(per, 1))
         base_id = hashlib.sha1(sig.encode()).hexdigest()[:10]
         chunks = [members[i:i + fit_n] for i in range(0, len(members), fit_n)]
         for k, chunk in enumerate(chunks):
             gid = base_id if len(chunks) == 1 else f"{base_id}-{k}"
-            groups.append(Group(gid, sig, chunk, per))
+            groups.append(Group(gid, sig, chunk, per, model_label))
     return groups
 
 
-def build_plan(base: Config, spec: Spec, name: str, budget: int | None = None) -> Plan:
-    runs, skipped = expand(base, spec, name)
+def build_plan(base: Config, spec: Spec, name: str, budget: int | None = None, *, model: Any = None) -> Plan:
+    """Expand and group a sweep. ``model``: a user's model every run trains instead of its ``cfg.model`` (its
+    identity enters the run ids, its name the ``model`` label of every run)."""
+    from jaxdl.experiment import inputs
+
+    label = key = None
+    if model is not None:
+        inputs.check_model_axes(spec.expand(), model)
+        label, key = inputs.model_label(model), inputs.model_key(model)
+    runs, skipped = expand(base, spec, name, model_key=key)
     if not runs:
         raise ConfigError(f"sweep {name!r} has no runnable points")
-    return Plan(name, group(runs, budget), skipped)
+    if label:
+        for r in runs:
+            r.labels = {"model": label, **r.labels}
+    return Plan(name, group(runs, budget, model=model, model_label=label), skipped)
 
 
 def swept_keys(plan: Plan) -> list[str]:
@@ -253,5 +274,6 @@ def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, 
                               markup=False, highlight=False)
 
 
-def sweep_dir_for(experiment: str | Path, workdir: str | Path | None) -> Path:
-    return Path(workdir) if workdir else Path("runs") / "sweeps" / Path(experiment).stem
+def sweep_dir_for(experiment: str | Path, workdir: str | Path | None, name: str | None = None) -> Path:
+    """``workdir``, else ``runs/sweeps/<name>`` (default: the experiment file's stem)."""
+    return Path(workdir) if workdir else Path("runs") / "sweeps" / (name or Path(experiment).stem)

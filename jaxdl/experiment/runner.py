@@ -25,9 +25,10 @@ import jax.numpy as jnp
 from jaxdl import config as config_lib
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError
-from jaxdl.experiment.plan import Plan, build_plan, print_plan, sweep_dir_for
+from jaxdl.experiment.inputs import load_model, model_key, save_model, with_data
+from jaxdl.experiment.plan import Plan, build_plan, print_plan
 from jaxdl.experiment.store import FINISHED, SweepStore
-from jaxdl.experiment.sweep import Grid, Spec, parse_sweep
+from jaxdl.experiment.sweep import Grid, Spec, grid, parse_sweep, points
 from jaxdl.train import rundir
 from jaxdl.train import (Programs, probe_drivers, probe_key, probe_steps, race, read_cache, setup, signature,
                          speed_fields, stack_hparams, time_runner, train_group, uses_dropout, write_cache)
@@ -36,9 +37,10 @@ FUSE_MODES = ("auto", "always", "never")
 EXECUTORS = ("inline", "processes", "ray")
 
 
-def decide_fusion(cfgs: list[Config], fuse: str, dataset=None) -> dict[str, Any]:
+def decide_fusion(cfgs: list[Config], fuse: str, dataset=None, *, model: Any = None) -> dict[str, Any]:
     """``{"fused": bool, "reason": str, ...}`` for a group of members sharing one signature. ``dataset``: the data
-    set already loaded for this group (else the probe loads it)."""
+    set already loaded for this group (else the probe loads it); ``model``: a user's model instead of
+    ``cfg.model``."""
     if fuse not in FUSE_MODES:
         raise ConfigError(f"--fuse: expected one of {', '.join(FUSE_MODES)}, got {fuse!r}")
     count = len(cfgs)
@@ -46,27 +48,31 @@ def decide_fusion(cfgs: list[Config], fuse: str, dataset=None) -> dict[str, Any]
         return {"fused": False, "reason": "single member", "how": "trivial"}
     if fuse != "auto":
         return {"fused": fuse == "always", "reason": f"--fuse={fuse}", "how": "user"}
-    key = speed_key(cfgs)
+    key = speed_key(cfgs, model)
     cached = read_cache("fuse_probe.json").get(key)
     if cached:
         return {**cached, "how": "cached probe"}
-    return {**probe_fusion(cfgs, key, dataset), "how": "probe"}
+    return {**probe_fusion(cfgs, key, dataset, model=model), "how": "probe"}
 
 
-def speed_key(cfgs: list[Config]) -> str:
+def speed_key(cfgs: list[Config], model: Any = None) -> str:
     """What the fuse-or-not decision for a group depends on: the model, input, batch size, optimizer kind, member
     count, dropout on or off, and device — not the loss, the schedule, evaluation or checkpoint settings, nor the
-    members' numbers (those barely change a step's cost)."""
+    members' numbers (those barely change a step's cost). ``model``: a user's model (its identity replaces
+    ``cfg.model``'s fields); arrays from Python count by their content (the file name holds its fingerprint)."""
     cfg, count, dropout = cfgs[0], len(cfgs), uses_dropout(cfgs)
     device = jax.devices()[0]
-    parts = {"model": speed_fields(cfg.model), "data": [cfg.data.name, cfg.data.train_limit],
+    data = [cfg.data.name, cfg.data.train_limit] + ([Path(cfg.data.root).name] if cfg.data.name == "arrays" and
+                                                      cfg.data.root else [])
+    parts = {"model": {"user": model_key(model)} if model is not None else speed_fields(cfg.model), "data": data,
              "batch": cfg.train.batch_size, "optim": [cfg.optim.name, cfg.optim.clip_norm is not None],
              "driver": [cfg.train.driver, cfg.train.chunk_steps], "members": count, "dropout": dropout,
              "device": [device.platform, device.device_kind, len(jax.devices())], "jax": jax.__version__}
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None) -> dict[str, Any]:
+def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None, *, model: Any = None
+                 ) -> dict[str, Any]:
     """Time one member's step and the fused population's step on copies of the real initial states.
 
     The single-member step is probed with the drivers worth trying (``train.driver=auto``: host, and scan where a
@@ -78,7 +84,7 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None)
     """
     count = len(cfgs)
     seeds = [c.seed for c in cfgs]
-    single_s = setup(cfgs[0], dataset, dropout=uses_dropout(cfgs))
+    single_s = setup(cfgs[0], dataset, dropout=uses_dropout(cfgs), model=model)
     fused_s = dataclasses.replace(single_s, fused=True)
     single = Programs(single_s)
     fused_p = Programs(fused_s, share=single)
@@ -151,7 +157,8 @@ def fail_group(payload: dict[str, Any], error: str, details: str, decision: dict
 
 def run_group(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one group of a sweep and record its runs. ``payload``: group_id, store, fuse, runs=[{run_id, config,
-    run_dir}], progress. Returns ``{"group_id", "decision", "statuses": {run_id: status}}`` (and ``"error"`` when
+    run_dir}], progress, and for a user's model either ``model`` (the object, inline) or ``model_path`` (its pickle
+    in the sweep directory, for worker processes). Returns ``{"group_id", "decision", "statuses": {run_id: status}}`` (and ``"error"`` when
     the group failed). Never raises for a failure of the group's own: its runs are recorded as failed (status and
     error in the database, the traceback in ``error.txt``) and the sweep goes on with the other groups."""
     try:
@@ -171,7 +178,10 @@ def _run_group(payload: dict[str, Any]) -> dict[str, Any]:
     dirs = [Path(r["run_dir"]) for r in runs]
     statuses: dict[str, str] = {}
     try:
-        decision = decide_fusion(cfgs, payload["fuse"])
+        model = payload.get("model")
+        if model is None and payload.get("model_path"):
+            model = load_model(payload["model_path"])
+        decision = decide_fusion(cfgs, payload["fuse"], model=model)
     except Exception as e:  # noqa: BLE001 — a group that cannot even be probed fails, the sweep goes on
         return fail_group({**payload, "runs": runs}, f"{type(e).__name__}: {e}", traceback.format_exc())
     programs = decision.pop("programs", None)  # compiled by the probe: reused, never stored
@@ -186,7 +196,8 @@ def _run_group(payload: dict[str, Any]) -> dict[str, Any]:
         try:
             train_group([cfgs[i] for i in idx], [dirs[i] for i in idx], fused=decision["fused"],
                         resume=any(_has_checkpoints(dirs[i]) for i in idx), on_divergence="mark",
-                        extra_config=extra, title=f"{payload['group_id']} ({len(idx)})", programs=programs)
+                        extra_config=extra, title=f"{payload['group_id']} ({len(idx)})", programs=programs,
+                        model=model)
             for i in idx:
                 statuses[runs[i]["run_id"]] = _record(store, runs[i]["run_id"], dirs[i])
         except Exception as e:  # noqa: BLE001 — recorded per run; other groups go on
@@ -276,17 +287,18 @@ class SweepResult:
 
 
 def load_experiment(experiment: str | Path, overrides: list[str] | None = None,
-                    sweep: str | None = None) -> tuple[Config, Spec, str]:
-    """An experiment file's base config (with overrides) and sweep; ``sweep`` (CLI syntax) replaces its own."""
+                    sweep: str | None = None, spec: Spec | None = None) -> tuple[Config, Spec, str]:
+    """An experiment file's base config (with overrides) and sweep; ``sweep`` (CLI syntax) or ``spec`` replaces its
+    own."""
     module = config_lib.load_module(experiment)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"experiment {str(experiment)!r} has no get_config() function")
     base = config_lib.apply_overrides(module.get_config(), overrides or [])
-    if sweep:
-        spec: Spec = parse_sweep(sweep)
-    elif hasattr(module, "get_sweep"):
+    if spec is None and sweep:
+        spec = parse_sweep(sweep)
+    elif spec is None and hasattr(module, "get_sweep"):
         spec = module.get_sweep()
-    else:
+    elif spec is None:
         raise ConfigError(f"experiment {str(experiment)!r} has no get_sweep(); pass --sweep 'key=v1,v2 …'")
     if not isinstance(spec, Spec):
         raise ConfigError(f"{experiment}: get_sweep() returned {type(spec).__name__}, expected a jaxdl sweep spec "
@@ -294,24 +306,88 @@ def load_experiment(experiment: str | Path, overrides: list[str] | None = None,
     return base, spec, Path(experiment).stem
 
 
-def run_sweep(experiment: str | Path, overrides: list[str] | None = None, *, sweep: str | None = None,
+def _as_spec(spec: Any, where: str) -> Spec:
+    """A sweep spec from what a caller passes: a Spec, a dict of axes (``grid(**spec)``) or a list of points."""
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, dict):
+        return grid(**spec)
+    if isinstance(spec, (list, tuple)) and all(isinstance(p, dict) for p in spec):
+        return points(list(spec))
+    raise ConfigError(f"{where}: expected a sweep spec (grid/zip_/random/points), a dict of axes or a list of point "
+                      f"dicts, got {type(spec).__name__}")
+
+
+def resolve_study(experiment: str | Path | Config, spec: Any = None, *, overrides=None, sweep: str | None = None,
+                  name: str | None = None) -> tuple[Config, Spec, str]:
+    """The base config (with ``overrides``), the sweep and the study's name, from an experiment file or a Config.
+
+    ``spec`` (a Spec, a dict meaning ``grid(**spec)``, or a list of point dicts) or ``sweep`` (the CLI syntax)
+    replaces a file's ``get_sweep()``; a Config needs one of them (or runs its base config alone)."""
+    if spec is not None and sweep:
+        raise ConfigError("run_sweep: pass either a sweep spec or sweep='key=v1,v2 …', not both")
+    if isinstance(experiment, Config):
+        base = config_lib.apply_overrides(experiment, overrides or [])
+        if sweep:
+            study: Spec = parse_sweep(sweep)
+        else:
+            study = points([{}]) if spec is None else _as_spec(spec, "run_sweep(spec)")
+        return base, study, name or base.name
+    if not isinstance(experiment, (str, Path)):
+        raise ConfigError(f"run_sweep: expected an experiment file or a Config, got {type(experiment).__name__}")
+    study = None if spec is None else _as_spec(spec, "run_sweep(spec)")
+    base, study, stem = load_experiment(experiment, overrides, sweep, study)
+    return base, study, name or stem
+
+
+def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None = None, *, overrides=None,
+              sweep: str | None = None, data: Any = None, model: Any = None, name: str | None = None,
               workdir: str | Path | None = None, fuse: str = "auto", executor: str = "inline", workers: int = 2,
               ray_address: str | None = None, dry_run: bool = False, report: bool = True,
               console=None) -> SweepResult:
-    """Plan, print and run a sweep; finished runs (in the sweep database) are skipped, partial ones resumed."""
+    """Plan, print and run a sweep; finished runs (in the sweep database) are skipped, partial ones resumed.
+
+    Args:
+      experiment: an experiment file (``get_config()``, ``get_sweep()``) or a base :class:`~jaxdl.config.Config`.
+      spec: the points — a Spec (``grid``/``zip_``/``random``/``points``), a dict (``grid(**spec)``) or a list of
+        point dicts; replaces a file's ``get_sweep()``. (A list of ``key=value`` strings in this place is taken as
+        ``overrides``, the older positional form.)
+      overrides: ``key=value`` strings (or a dict) applied to the base config.
+      sweep: the points in the CLI syntax (``'optim.lr=1e-3,3e-3 seed=0:3'``) instead of ``spec``.
+      data: in-memory data, :func:`jaxdl.data.from_arrays` — written once to ``SWEEP_DIR/data/<fingerprint>.npz``
+        and read by every run as ``data.name=arrays`` (a split Dataset is refused: workers and reruns must split
+        the same arrays themselves).
+      model: a user's model (Linen module, NNX module or constructor, jaxdl Model) every run trains instead of
+        ``cfg.model``; pickled to ``SWEEP_DIR/model.pkl`` for the process and Ray executors.
+      name: the study's name (run names, default sweep directory ``runs/sweeps/<name>``); default the file's stem
+        or the Config's name.
+      workdir: the sweep directory. fuse, executor, workers, ray_address, dry_run, report: see ``jaxdl sweep``.
+
+    Returns:
+      SweepResult: the sweep directory, the plan, the store, each group's result and the failed runs.
+    """
     from jaxdl.experiment.plan import make_console
 
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(o, str) for o in spec):
+        if overrides is not None:
+            raise ConfigError("run_sweep: overrides given twice (positionally and as overrides=)")
+        spec, overrides = None, list(spec)
     console = console or make_console()
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     if fuse not in FUSE_MODES:
         raise ConfigError(f"--fuse: expected one of {', '.join(FUSE_MODES)}, got {fuse!r}")
-    base, spec, name = load_experiment(experiment, overrides, sweep)
-    sweep_dir = sweep_dir_for(experiment, workdir)
-    plan = build_plan(base, spec, name)
+    base, study, name = resolve_study(experiment, spec, overrides=overrides, sweep=sweep, name=name)
+    sweep_dir = Path(workdir) if workdir else Path("runs") / "sweeps" / name
+    base = with_data(base, data, sweep_dir)  # written before planning: the plan loads it to size the members
+    plan = build_plan(base, study, name, model=model)
     print_plan(plan, fuse, console=console, members=dry_run)
     if dry_run:
         return SweepResult(sweep_dir, plan, None, [])
+    carry: dict[str, Any] = {}
+    if model is not None:  # inline: the object itself; worker processes and Ray tasks: its pickle
+        carry = {"model": model} if executor == "inline" else {"model_path": str(save_model(model, sweep_dir,
+                                                                                               executor))}
     store = SweepStore(sweep_dir / "sweep.db")
     payloads = []
     for g in plan.groups:
@@ -324,7 +400,7 @@ def run_sweep(experiment: str | Path, overrides: list[str] | None = None, *, swe
             items.append({"run_id": r.run_id, "config": config_lib.to_dict(r.config), "run_dir": str(run_dir)})
         todo = [i for i in items if (store.run(i["run_id"]) or {}).get("status") not in FINISHED]
         if todo:
-            payloads.append({"group_id": g.id, "store": str(store.path), "fuse": fuse, "runs": todo})
+            payloads.append({"group_id": g.id, "store": str(store.path), "fuse": fuse, "runs": todo, **carry})
     skipped = len(plan.runs) - sum(len(p["runs"]) for p in payloads)
     if skipped:
         console.print(f"{skipped} runs already finished in {store.path}: skipped")
@@ -365,4 +441,4 @@ def run_sweep(experiment: str | Path, overrides: list[str] | None = None, *, swe
 
 
 __all__ = ["EXECUTORS", "FUSE_MODES", "Grid", "SweepResult", "decide_fusion", "load_experiment", "probe_fusion",
-           "run_group", "run_sweep"]
+           "resolve_study", "run_group", "run_sweep"]
