@@ -369,11 +369,19 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
     return train_group([cfg], [run_dir], resume=resume, dataset=dataset, model=model, source=source)[0]
 
 
-def restore(run_dir: str | Path, which: str = "best") -> tuple[Setup, dict[str, Any]]:
-    """Rebuild a run from its directory and restore its variables (``best`` if saved, else the newest step)."""
+def restore(run_dir: str | Path, which: str = "best", *, data: Any = None, model: Any = None
+            ) -> tuple[Setup, dict[str, Any]]:
+    """Rebuild a run from its directory and restore its variables (``best`` if saved, else the newest step).
+
+    A run trained on data or a model passed from Python needs them again: ``data=`` (the source or data set) and
+    ``model=`` (the same module), as given to ``fit``.
+    """
     run_dir = Path(run_dir)
     cfg = rundir.read_config(run_dir)
-    s = setup(cfg)
+    if data is not None and hasattr(data, "train"):
+        s = setup(cfg, data, model=model)
+    else:
+        s = setup(cfg, model=model, source=data)
     state = jax.eval_shape(lambda: initial_state(s))
     variables = None
     if which == "best" and (run_dir / "best").is_dir():
