@@ -111,21 +111,47 @@ def model_key(model: Any) -> str:
     return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def _pickler():
+def _user_modules(model: Any) -> list[Any]:
+    """The modules defining ``model`` (its class, or the function itself) that a worker may be unable to import: a
+    script, a test file, a notebook's helper module — anything but jaxdl, Flax, JAX and installed packages. cloudpickle
+    ships their definitions by value, so a Ray worker on another node (or without the caller's ``sys.path``) needs
+    only the pickle."""
+    import sys
+
+    found = []
+    for obj in (type(model), model):
+        name = getattr(obj, "__module__", None)
+        module = sys.modules.get(name or "")
+        if module is None or name == "__main__" or name.split(".")[0] in ("jaxdl", "flax", "jax", "builtins"):
+            continue
+        path = getattr(module, "__file__", None) or ""
+        if not path or "site-packages" in path or "dist-packages" in path or path.startswith(sys.base_prefix):
+            continue
+        if module not in found:
+            found.append(module)
+    return found
+
+
+def _dumps(model: Any) -> bytes:
     try:
         import cloudpickle
-
-        return cloudpickle
     except ImportError:  # pragma: no cover — cloudpickle comes with Ray
-        return pickle
+        return pickle.dumps(model)
+    modules = [m for m in _user_modules(model) if m.__name__ not in cloudpickle.list_registry_pickle_by_value()]
+    for m in modules:
+        cloudpickle.register_pickle_by_value(m)
+    try:
+        return cloudpickle.dumps(model)
+    finally:
+        for m in modules:
+            cloudpickle.unregister_pickle_by_value(m)
 
 
 def save_model(model: Any, sweep_dir: str | Path, executor: str) -> Path:
     """Pickle ``model`` to ``SWEEP_DIR/model.pkl`` for worker processes; ConfigError naming the problem if it
     cannot be pickled."""
-    lib = _pickler()
     try:
-        blob = lib.dumps(model)
+        blob = _dumps(model)
         pickle.loads(blob)
     except Exception as e:  # noqa: BLE001 — anything pickling raises: say which model and why
         raise ConfigError(
