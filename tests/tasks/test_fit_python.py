@@ -115,3 +115,18 @@ def test_task_and_monitor_errors_name_the_key(tmp_path, diabetes):
     with pytest.raises(ConfigError, match=r"loss.name=cross_entropy is not a regression loss"):
         fit(Config(loss=Config().loss.__class__(name="cross_entropy"), train=TRAIN), data=diabetes,
             workdir=tmp_path / "d")
+
+
+def test_regression_output_size_errors_name_model_and_target(tmp_path, diabetes):
+    with pytest.raises(ConfigError, match=r"model.num_classes=3 but each target of 'diabetes' has 1 values"):
+        fit(Config(model=Config().model.__class__(num_classes=3), train=TRAIN), data=diabetes, workdir=tmp_path / "a")
+
+    class Wide(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x)
+
+    from jaxdl.errors import DataError
+
+    with pytest.raises(DataError, match=r"model 'wide' returns \(2,\) per example but target 'y' has shape \(1,\)"):
+        fit(Config(train=TRAIN), model=Wide(), data=diabetes, workdir=tmp_path / "b")
