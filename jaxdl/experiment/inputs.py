@@ -113,9 +113,9 @@ def model_key(model: Any) -> str:
 
 def _user_modules(model: Any) -> list[Any]:
     """The modules defining ``model`` (its class, or the function itself) that a worker may be unable to import: a
-    script, a test file, a notebook's helper module — anything but jaxdl, Flax, JAX and installed packages. cloudpickle
-    ships their definitions by value, so a Ray worker on another node (or without the caller's ``sys.path``) needs
-    only the pickle."""
+    script, a test file, a notebook's helper module — anything but jaxdl, Flax, JAX and installed packages.
+    cloudpickle ships their definitions by value, so a Ray worker on another node (or without the caller's
+    ``sys.path``) needs only the pickle."""
     import sys
 
     found = []

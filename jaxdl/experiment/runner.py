@@ -158,9 +158,10 @@ def fail_group(payload: dict[str, Any], error: str, details: str, decision: dict
 def run_group(payload: dict[str, Any]) -> dict[str, Any]:
     """Train one group of a sweep and record its runs. ``payload``: group_id, store, fuse, runs=[{run_id, config,
     run_dir}], progress, and for a user's model either ``model`` (the object, inline) or ``model_path`` (its pickle
-    in the sweep directory, for worker processes). Returns ``{"group_id", "decision", "statuses": {run_id: status}}`` (and ``"error"`` when
-    the group failed). Never raises for a failure of the group's own: its runs are recorded as failed (status and
-    error in the database, the traceback in ``error.txt``) and the sweep goes on with the other groups."""
+    in the sweep directory, for worker processes). Returns ``{"group_id", "decision", "statuses": {run_id:
+    status}}`` (and ``"error"`` when the group failed). Never raises for a failure of the group's own: its runs are
+    recorded as failed (status and error in the database, the traceback in ``error.txt``) and the sweep goes on
+    with the other groups."""
     try:
         return _run_group(payload)
     except Exception as e:  # noqa: BLE001 — anything the per-batch handling did not catch (a bad config dict …)
@@ -368,10 +369,10 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
     """
     from jaxdl.experiment.plan import make_console
 
-    if isinstance(spec, (list, tuple)) and spec and all(isinstance(o, str) for o in spec):
-        if overrides is not None:
+    if isinstance(spec, (list, tuple)) and all(isinstance(o, str) for o in spec):  # [] too: no overrides
+        if overrides is not None and spec:
             raise ConfigError("run_sweep: overrides given twice (positionally and as overrides=)")
-        spec, overrides = None, list(spec)
+        spec, overrides = None, list(spec) if spec else overrides
     console = console or make_console()
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
