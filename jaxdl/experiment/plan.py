@@ -169,7 +169,7 @@ def group(runs: list[RunSpec], budget: int | None = None, *, model: Any = None,
     budget = memory_budget() if budget is None else budget
     groups = []
     for sig, members in by_sig.items():
-        per = member_bytes(members[0].config, model)
+        per = member_bytes(members[0].config) if model is None else member_bytes(members[0].config, model)
         fit_n = max(1, budget // max(per, 1))
         base_id = hashlib.sha1(sig.encode()).hexdigest()[:10]
         chunks = [members[i:i + fit_n] for i in range(0, len(members), fit_n)]
