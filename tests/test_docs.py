@@ -21,7 +21,9 @@ def run_blocks(blocks: list[str], cwd: Path) -> subprocess.CompletedProcess:
     script = cwd / "doc_blocks.py"
     script.write_text("\n\n".join(blocks))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXDL_CACHE_DIR": str(cwd / "cache")}
-    return subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+    # run as a notebook does: code without a main file, so process-pool workers do not re-execute it
+    runner = f"exec(compile(open({str(script)!r}).read(), 'doc_blocks', 'exec'))"
+    return subprocess.run([sys.executable, "-c", runner], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=900)
 
 

@@ -37,23 +37,10 @@ from jaxdl.experiment.plots import (  # noqa: F401 — re-exported
     best_per_architecture, best_per_architecture_figure, learning_curves, learning_curves_figure, log_axis,
     make_plots, metric_by_category, metric_by_category_figure, metric_vs_number, metric_vs_number_figure,
     pooled_description)
+from jaxdl.console import PIPE_WIDTH, make_console  # noqa: F401  (re-exported)
 from jaxdl.experiment.store import FINISHED, SweepStore
 
 FORMATS = ("rich", "md", "csv")
-
-
-# when the output is not a terminal (a pipe, a log file, CI) rich would assume 80 columns and wrap tables and long
-# lines; this is wide enough for any table, which rich draws at its natural width
-PIPE_WIDTH = 10_000
-
-
-def make_console(stderr: bool = False):
-    """A rich console on stdout (or stderr); when the output is not a terminal nothing is wrapped: tables take their
-    natural width and long lines stay one line."""
-    from rich.console import Console
-
-    console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
 
 
 @dataclasses.dataclass

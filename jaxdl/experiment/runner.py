@@ -285,6 +285,7 @@ class SweepResult:
     store: SweepStore | None
     groups: list[dict[str, Any]]
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> error, for this sweep's runs
+    report: Any = None  # the ranked report (jaxdl.experiment.report.Report) when run_sweep(report=True)
 
 
 def load_experiment(experiment: str | Path, overrides: list[str] | None = None,
@@ -425,10 +426,11 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
     _EXECUTORS[executor](payloads, on_done, workers=workers, ray_address=ray_address)
     counts = store.counts()
     console.print(f"sweep {name}: {counts} in {time.perf_counter() - t0:.1f} s → {sweep_dir}", soft_wrap=True)
+    ranked = None
     if report:
         from jaxdl.experiment.report import make_report
 
-        make_report(sweep_dir, console=console)
+        ranked = make_report(sweep_dir, console=console)
     ids = {r.run_id for r in plan.runs}
     failed = {r["id"]: r.get("error") or "" for r in store.runs() if r["id"] in ids and r["status"] == "failed"}
     if failed:
@@ -438,7 +440,7 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
             line = (error.strip().splitlines() or ["unknown error"])[-1]
             console.print(f"  {run_id}  {sweep_dir / 'runs' / run_id / 'error.txt'}  {line}", soft_wrap=True,
                           markup=False, highlight=False)
-    return SweepResult(sweep_dir, plan, store, done, failed)
+    return SweepResult(sweep_dir, plan, store, done, failed, ranked)
 
 
 __all__ = ["EXECUTORS", "FUSE_MODES", "Grid", "SweepResult", "decide_fusion", "load_experiment", "probe_fusion",
