@@ -76,7 +76,7 @@ def probe_fusion(cfgs: list[Config], cache_key: str | None = None, dataset=None,
     """Time one member's step and the fused population's step on copies of the real initial states.
 
     The single-member step is probed with the drivers worth trying (``train.driver=auto``: host, and scan where a
-    host step is short enough for scan to gain, see :func:`jaxdl.train.loop.probe_drivers`); the fused step only with
+    host step is short enough for scan to gain, see :func:`jaxdl.train.probe.probe_drivers`); the fused step only with
     the driver the single member preferred (the same operations are slow or fast in both). Each timing is capped at
     a fraction of a second, and both candidates share one compiled initialisation, so the probe costs little more
     than compiling the losing candidate. Returns the decision with its numbers; the compiled programs of the winner
