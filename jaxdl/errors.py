@@ -40,3 +40,13 @@ class DivergenceError(JaxdlError, FloatingPointError):
 
 class CheckpointError(JaxdlError, RuntimeError):
     """No valid checkpoint could be restored."""
+
+
+class PreemptedError(JaxdlError):
+    """Training stopped on SIGTERM/SIGINT after checkpointing; ``jaxdl resume`` continues it exactly.
+    ``step`` is the step checkpointed; ``signal`` the signal number."""
+
+    def __init__(self, message: str, step: int | None = None, signal: int | None = None):
+        super().__init__(message)
+        self.step = step
+        self.signal = signal
