@@ -39,7 +39,31 @@ class DivergenceError(JaxdlError, FloatingPointError):
 
 
 class CheckpointError(JaxdlError, RuntimeError):
-    """No valid checkpoint could be restored."""
+    """No valid checkpoint could be restored, or a run directory holds a run that would be overwritten."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A checkpoint step is verifiably corrupt: a checksum mismatch, a missing or garbled file, a non-finite restored
+    leaf. ``step`` and ``directory`` name it; such a step may be quarantined (renamed ``damaged-<step>``)."""
+
+    def __init__(self, message: str, step: int | None = None, directory: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.directory = directory
+
+
+class CheckpointIOError(CheckpointError):
+    """A checkpoint step could not be read because of the filesystem (permission denied, I/O error …): nothing is
+    known about its contents, so it is left in place and the restore stops."""
+
+    def __init__(self, message: str, step: int | None = None, directory: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.directory = directory
+
+
+class RunLogError(JaxdlError, ValueError):
+    """A run's log (``metrics.jsonl``) holds a garbled record before its last line; the file and line are named."""
 
 
 class PreemptedError(JaxdlError):
