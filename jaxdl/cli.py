@@ -17,7 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from jaxdl.errors import DivergenceError, JaxdlError
+from jaxdl.errors import DivergenceError, JaxdlError, PreemptedError
+
+# exit codes: 2 a clean error, 3 divergence, 4 preempted (SIGTERM/SIGINT; checkpointed, resumable)
+EXIT_PREEMPTED = 4
 
 
 def _metric_names(summary: dict) -> list[str]:
@@ -179,9 +182,9 @@ def cmd_explain(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from jaxdl.convert import convert_file
+    from jaxdl.convert import convert_file, parse_input_shape
 
-    shape = tuple(int(s) for s in args.input_shape.split(","))
+    shape = parse_input_shape(args.input_shape)
     out, report = convert_file(args.src, args.dst, args.model, num_classes=args.num_classes, input_shape=shape,
                                strict=not args.allow_missing)
     print(report.describe())
@@ -305,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except DivergenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except PreemptedError as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except JaxdlError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

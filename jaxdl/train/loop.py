@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import numpy as np
 from jaxdl import models, parallel, transfer
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
-from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError
+from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError, PreemptedError
 from jaxdl.tasks import mode_for
 from jaxdl.train import rundir
 from jaxdl.train.members import Member, Progress, boundaries, fmt, latest_step, restore_group
@@ -63,6 +65,33 @@ class FitResult:
         outs = [np.asarray(fn(params, model_state, jax.tree.map(lambda a: a[i:i + batch_size], x)))
                 for i in range(0, n, batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+class Preemption:
+    """SIGTERM and SIGINT set a flag the loop reads between segments: the run checkpoints where it is, records status
+    ``preempted`` and raises :class:`~jaxdl.errors.PreemptedError` (the CLI exits with code 4). A second SIGINT
+    interrupts at once. Handlers are installed only in the main thread and restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def recorded_driver(run_dir: Path) -> str | None:
@@ -128,13 +157,10 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
     if not fused:
         return [r for c, d in zip(cfgs, dirs) for r in _train_unit(programs, [c], [d], **options)]
     if resume:
-        # members are restored individually: those without any checkpoint train from scratch as their own unit
-        # (the others' checkpoints are never deleted because one member has none)
-        has = [_has_checkpoint(c, d) for c, d in zip(cfgs, dirs)]
-        if any(has) and not all(has):
+        units = _resume_units(cfgs, dirs)
+        if len(units) > 1:
             results: dict[int, FitResult] = {}
-            for flag in (True, False):
-                idx = [i for i, h in enumerate(has) if h == flag]
+            for idx in units:
                 for i, r in zip(idx, _train_unit(programs, [cfgs[i] for i in idx], [dirs[i] for i in idx],
                                                  **options)):
                     results[i] = r
@@ -142,10 +168,25 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
     return _train_unit(programs, cfgs, dirs, **options)
 
 
-def _has_checkpoint(cfg: Config, run_dir: Path) -> bool:
-    if not cfg.train.checkpoints or not (run_dir / "checkpoints").is_dir():
-        return False
-    return any(p.name.isdigit() for p in (run_dir / "checkpoints").iterdir())
+def checkpoint_steps(cfg: Config, run_dir: Path) -> set[int]:
+    """Steps of a run's checkpoint directory (step folders; not yet verified)."""
+    folder = run_dir / "checkpoints"
+    if not cfg.train.checkpoints or not folder.is_dir():
+        return set()
+    return {int(p.name) for p in folder.iterdir() if p.name.isdigit()}
+
+
+def _resume_units(cfgs: list[Config], dirs: list[Path]) -> list[list[int]]:
+    """How a fused group resumes: one unit when every member has a checkpoint step in common (restored at the newest
+    shared step); otherwise units of members at the same newest step — members without checkpoints start fresh
+    together, a member that lags continues from its own step — so nobody's checkpoints are deleted or skipped."""
+    steps = [checkpoint_steps(c, d) for c, d in zip(cfgs, dirs)]
+    if all(steps) and set.intersection(*steps):
+        return [list(range(len(cfgs)))]
+    units: dict[int | None, list[int]] = {}
+    for i, s in enumerate(steps):
+        units.setdefault(max(s) if s else None, []).append(i)
+    return list(units.values())
 
 
 def _diverged_message(m: Member, metrics: dict[str, Any], first: int, i: int, count: int, at: int) -> str:
@@ -159,6 +200,25 @@ def _diverged_message(m: Member, metrics: dict[str, Any], first: int, i: int, co
     last = m.ckpt.steps()[-1] if m.ckpt is not None and m.ckpt.steps() else None
     return (f"run {m.cfg.name!r}: {what} at step {at} (lr={lr:.3g}); last good checkpoint: "
             + (f"step {last} in {m.ckpt.directory}" if last is not None else "none"))
+
+
+def _record_preempted(runs: list[Member], step: int, s: Setup, signum: int, wall0: float) -> None:
+    """Write each run's ``summary.json`` with status ``preempted`` (its checkpoint at ``step`` was just saved) and
+    raise :class:`PreemptedError` naming how to continue."""
+    name = signal.Signals(signum).name
+    for m in runs:
+        for c in (m.ckpt, m.best_ckpt):  # the asynchronous checkpoints are complete before anyone is told
+            if c is not None:
+                c.wait()
+        rundir.write_summary(m.run_dir, {
+            "name": m.cfg.name, "status": "preempted", "task": s.task.name, "model": s.model_name,
+            "data": s.dataset.name, "steps": step, "preempted_by": name, "checkpointed": m.ckpt is not None,
+            "wall_time_s": round(m.elapsed_before + time.perf_counter() - wall0, 3)})
+    where = ", ".join(str(m.run_dir) for m in runs)
+    how = ("continue with `jaxdl resume RUN_DIR` (or rerun the sweep)" if all(m.ckpt is not None for m in runs)
+           else "train.checkpoints=false: nothing was saved")
+    raise PreemptedError(f"{name}: stopped at step {step} of {s.total_steps} and checkpointed {where}; {how}",
+                         step=step, signal=signum)
 
 
 def _train_metrics(task, sums: dict[str, list[float]]) -> dict[str, float]:
@@ -225,7 +285,9 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     is_eval, is_ckpt, next_stop = boundaries(t, s.steps_per_epoch, s.total_steps)
     progress = Progress(cfgs[0].train.progress, s.total_steps, step, title if fused else cfgs[0].name)
     train_time, train_steps = 0.0, 0
+    preemption = Preemption()
     try:
+        preemption.__enter__()
         while step < s.total_steps and active_host.any():
             end = next_stop(step)
             epoch, offset = divmod(step, s.steps_per_epoch)
@@ -282,13 +344,17 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                         active_host[i] = False
                 if fused:
                     active = parallel.shard_population(jax.numpy.asarray(active_host), mesh)
-            if is_ckpt(step) or not active_host.any():
+            preempted = preemption.signum is not None and step < s.total_steps
+            if is_ckpt(step) or not active_host.any() or preempted:
                 elapsed = time.perf_counter() - wall0
                 if fused:
                     host = to_host(state) if host is None else host
                 for i, m in enumerate(runs):
                     m.save(step, member(host, i) if fused else state, elapsed)
+            if preempted:
+                _record_preempted(runs, step, s, preemption.signum, wall0)
     finally:
+        preemption.__exit__()
         progress.close()
         for m in runs:
             m.close()

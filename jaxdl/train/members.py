@@ -13,7 +13,7 @@ import numpy as np
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
 from jaxdl.console import make_console
-from jaxdl.errors import JaxdlError
+from jaxdl.errors import CheckpointError, JaxdlError
 from jaxdl.tasks import mode_for
 from jaxdl.train import rundir
 from jaxdl.train.population import member, stack_members, to_host
@@ -198,7 +198,12 @@ def latest_step(m: Member) -> int | None:
 
 
 def restore_group(members: list[Member], target: TrainState, fused: bool):
-    """Newest checkpoint step valid for every member, and the (stacked) state there; None to start fresh."""
+    """The (stacked) state at the newest checkpoint step every member has and can restore, with each member's
+    metadata and the step; None when a member has no checkpoint at all.
+
+    Members whose newest steps differ (a driver died between member saves) go back to the newest step they share;
+    ``train_group`` splits a group with no shared step into units by step before calling this.
+    """
     single = jax.eval_shape(lambda: member(target, 0)) if fused else target
     latest = []
     for m in members:
@@ -206,13 +211,21 @@ def restore_group(members: list[Member], target: TrainState, fused: bool):
         if got is None:
             return None
         latest.append(got)
-    step = min(g[2] for g in latest)
-    states, metas = [], []
-    for m, (state, meta, at) in zip(members, latest):
-        if at != step:
-            state, meta = m.ckpt.restore(step, single)
-        states.append(state)
-        metas.append(meta)
+    if len({g[2] for g in latest}) == 1:
+        step = latest[0][2]
+        states, metas = [g[0] for g in latest], [g[1] for g in latest]
+    else:
+        shared = set.intersection(*[{s for s in m.ckpt.steps() if s <= at} for m, (_, _, at) in zip(members, latest)])
+        for step in sorted(shared, reverse=True):
+            try:
+                pairs = [(g[0], g[1]) if g[2] == step else m.ckpt.restore(step, single)
+                         for m, g in zip(members, latest)]
+            except Exception:  # noqa: BLE001 — a damaged shared step: try the one before
+                continue
+            states, metas = [p[0] for p in pairs], [p[1] for p in pairs]
+            break
+        else:
+            raise CheckpointError("members " + ", ".join(repr(m.cfg.name) for m in members) + " share no "
+                                  "restorable checkpoint step (newest: " + ", ".join(str(g[2]) for g in latest) + ")")
     stacked = jax.device_put(stack_members(states)) if fused else states[0]
     return stacked, metas, step
-
