@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
     from jaxdl.train import fit
 
     cfg = load_config(args.config, args.overrides)
-    result = fit(cfg, workdir=args.workdir)
+    result = fit(cfg, workdir=args.workdir, restart=args.restart)
     _print_summary(result.summary, result.run_dir)
     return 0
 
@@ -101,7 +101,7 @@ def cmd_resume(args) -> int:
         print(f"run {args.run_dir} is already complete ({done.get('steps')} steps{'; ' + how if how else ''}); "
               "nothing to do")
         return 0
-    result = fit(cfg, workdir=args.run_dir, resume=True)
+    result = fit(cfg, workdir=args.run_dir, resume=True, restart=args.restart)
     _print_summary(result.summary, result.run_dir)
     return 0
 
@@ -232,10 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="path/to/config.py, optionally with :variant (e.g. configs/digits_mlp.py:smoke)")
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=3e-4")
     t.add_argument("--workdir", help="run directory (default runs/<name>/<timestamp>)")
+    t.add_argument("--restart", action="store_true",
+                   help="train from step 0 even if the workdir holds a run (its checkpoints and metrics are discarded)")
     t.set_defaults(fn=cmd_train)
 
     r = sub.add_parser("resume", help="continue a run from its newest valid checkpoint")
     r.add_argument("run_dir")
+    r.add_argument("--restart", action="store_true",
+                   help="when no checkpoint can be resumed (none written, or all damaged), discard the run and train "
+                        "from step 0 instead of failing")
     r.set_defaults(fn=cmd_resume)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on its data splits")

@@ -62,6 +62,16 @@ class CheckpointIOError(CheckpointError):
         self.directory = directory
 
 
+class CheckpointUnverifiedError(CheckpointError):
+    """A checkpoint step has no checksum manifest although a newer step has one: it cannot be verified, so it is
+    skipped (and left in place), never restored."""
+
+    def __init__(self, message: str, step: int | None = None, directory: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.directory = directory
+
+
 class RunLogError(JaxdlError, ValueError):
     """A run's log (``metrics.jsonl``) holds a garbled record before its last line; the file and line are named."""
 

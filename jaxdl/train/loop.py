@@ -113,7 +113,7 @@ def _data_named(cfgs: list[Config], ds) -> list[Config]:
 def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool = False, resume: bool = False,
                 dataset=None, on_divergence: str = "raise", extra_config: dict[str, Any] | None = None,
                 title: str | None = None, programs: Programs | None = None, model: Any = None,
-                source: Any = None) -> list[FitResult]:
+                source: Any = None, restart: bool = False) -> list[FitResult]:
     """Train runs that share their static structure: fused into one vmapped program, or one after the other.
 
     Either way the runs share one set of compiled programs (hyperparameters and seeds are arguments) and each
@@ -127,6 +127,9 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
       fused: train the members as one vmapped population (else one by one).
       resume: continue each member from its newest valid checkpoint (members without one start fresh; the others'
         checkpoints are kept).
+      restart: discard what a run directory already holds (checkpoints, damaged steps, metrics) and train from
+        step 0; with ``resume``, only for runs with nothing left to resume from. Without it, a fresh start into a
+        directory that holds a run is a CheckpointError.
       dataset: a ready data set instead of ``cfg.data``; source: an in-memory source that ``cfg.data``'s splitting
         applies to (:func:`jaxdl.data.from_arrays`).
       model: a user's model instead of ``cfg.model`` (a Model, Linen module or NNX module/constructor).
@@ -151,7 +154,7 @@ def train_group(cfgs: list[Config], run_dirs: list[str | Path], *, fused: bool =
     s = programs.s
     if dataset is not None or source is not None:
         cfgs = _data_named(cfgs, s.dataset)
-    options = {"resume": resume, "on_divergence": on_divergence, "extra": extra_config or {},
+    options = {"resume": resume, "restart": restart, "on_divergence": on_divergence, "extra": extra_config or {},
                "title": title or s.cfg.name, "members": len(cfgs)}
     dirs = [Path(d) for d in run_dirs]
     if not fused:
@@ -197,9 +200,7 @@ def _diverged_message(m: Member, metrics: dict[str, Any], first: int, i: int, co
         norms = {k: float(np.asarray(v).reshape(-1, count)[first, i]) for k, v in metrics.items()
                  if k.endswith("grad_norm")}
         what = "gradient norm became " + ", ".join(f"{v}" for v in norms.values() if not np.isfinite(v))
-    last = m.ckpt.steps()[-1] if m.ckpt is not None and m.ckpt.steps() else None
-    return (f"run {m.cfg.name!r}: {what} at step {at} (lr={lr:.3g}); last good checkpoint: "
-            + (f"step {last} in {m.ckpt.directory}" if last is not None else "none"))
+    return f"run {m.cfg.name!r}: {what} at step {at} (lr={lr:.3g}); last good checkpoint: {m.last_good_checkpoint()}"
 
 
 def _record_preempted(runs: list[Member], step: int, s: Setup, signum: int, wall0: float) -> None:
@@ -238,7 +239,7 @@ def _live_info(metrics: dict[str, Any], live: list[int], count: int) -> str:
 
 
 def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *, resume: bool, on_divergence: str,
-                extra: dict[str, Any], title: str, members: int) -> list[FitResult]:
+                extra: dict[str, Any], title: str, members: int, restart: bool = False) -> list[FitResult]:
     """The loop for one run, or for one fused population."""
     wall0 = time.perf_counter()
     s = programs.s
@@ -263,7 +264,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             m.resume_from(meta, step, {"params": single.params, "model_state": single.model_state})
     else:
         for m in runs:
-            m.fresh_start(clear=resume)
+            m.fresh_start(resume=resume, restart=restart)
     active_host = np.array([m.status == "running" for m in runs])
     active = jax.numpy.asarray(active_host) if fused else jax.numpy.asarray(bool(active_host[0]))
     mesh = parallel.population_mesh(count) if fused else None
@@ -376,7 +377,8 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     for i, m in enumerate(runs):
         es_monitor = m.cfg.train.early_stopping.monitor
         summary = {
-            "name": m.cfg.name, "status": "diverged" if m.status == "diverged" else "completed",
+            "name": m.cfg.name, "status": "diverged" if m.status == "diverged" or not all(
+                np.isfinite(float((per[i] or {}).get("loss", 0.0))) for per in splits.values()) else "completed",
             "task": task.name, "model": s.model_name, "data": s.dataset.name, "params": n_params,
             "steps": m.diverged_at or (m.last_eval.get("step", step) if m.status == "stopped" else step),
             "epochs": round(step / s.steps_per_epoch, 3), "stopped_early": m.status == "stopped",
@@ -404,13 +406,15 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
 
 
 def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False, dataset=None,
-        runs_root: str | Path = "runs", data: Any = None, model: Any = None) -> FitResult:
+        runs_root: str | Path = "runs", data: Any = None, model: Any = None, restart: bool = False) -> FitResult:
     """Train ``cfg`` to the end (or until early stopping) and write its run directory.
 
     Args:
       cfg: the run's config (a name such as ``load_config("digits_mlp")`` or a :class:`~jaxdl.config.Config`).
       workdir: the run directory; default ``runs/<name>/<timestamp>``.
       resume: continue from the newest valid checkpoint in ``workdir`` (exactly: same batches, same RNG keys).
+      restart: train from step 0 even though ``workdir`` holds a run (its checkpoints, damaged steps and metrics
+        are discarded); with ``resume``, only when nothing can be resumed. Without it that is a CheckpointError.
       data: in-memory data — a :func:`jaxdl.data.from_arrays` source (``cfg.data``'s splitting, limits and
         standardisation apply to it) or a ready :class:`~jaxdl.data.Dataset`; the run records its name.
       dataset: a ready data set (same as ``data=`` with a Dataset).
@@ -422,8 +426,9 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
 
     Raises:
       ConfigError / ModelInputError / DataError before compiling, for bad configs and shapes;
-      DivergenceError naming the step when the loss or gradient becomes NaN/Inf (the last good checkpoint stays
-      restorable).
+      DivergenceError naming the step when the loss or gradient becomes NaN/Inf (the last good checkpoint, a
+      verified one, stays restorable); CheckpointError when ``workdir`` holds a run and neither ``resume`` nor
+      ``restart`` is given, or when a checkpoint cannot be read (CheckpointIOError: nothing is renamed).
     """
     source = None
     if data is not None:
@@ -432,7 +437,8 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         else:
             source = data
     run_dir = Path(workdir) if workdir is not None else rundir.new_run_dir(cfg, runs_root)
-    return train_group([cfg], [run_dir], resume=resume, dataset=dataset, model=model, source=source)[0]
+    return train_group([cfg], [run_dir], resume=resume, dataset=dataset, model=model, source=source,
+                       restart=restart)[0]
 
 
 def restore(run_dir: str | Path, which: str = "best", *, data: Any = None, model: Any = None

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxdl.checkpoint import Checkpointer
+from jaxdl.checkpoint import Checkpointer, CheckpointWarning
 from jaxdl.config import Config
 from jaxdl.console import make_console
-from jaxdl.errors import CheckpointError, JaxdlError
+from jaxdl.errors import CheckpointDamagedError, CheckpointError, CheckpointUnverifiedError, JaxdlError
 from jaxdl.tasks import mode_for
 from jaxdl.train import rundir
 from jaxdl.train.population import member, stack_members, to_host
@@ -144,8 +146,16 @@ class Member:
             for later in [b for b in self.best_ckpt.steps() if b > step]:  # written after the restored checkpoint
                 self.best_ckpt.delete(later)
             if self.es.best_step in self.best_ckpt.steps():
-                self.best_vars = to_host(self.best_ckpt.restore(self.es.best_step, target_vars)[0])
-                self.best_saved = self.es.best_step
+                try:
+                    self.best_vars = to_host(self.best_ckpt.restore(self.es.best_step, target_vars)[0])
+                    self.best_saved = self.es.best_step
+                except (CheckpointDamagedError, CheckpointUnverifiedError) as e:
+                    warnings.warn(f"the best variables (step {self.es.best_step}) in {self.best_ckpt.directory} "
+                                  f"are unusable and dropped ({e}); the run ends with its final variables unless "
+                                  f"{self.cfg.train.early_stopping.monitor} improves again", CheckpointWarning,
+                                  stacklevel=2)
+                    if isinstance(e, CheckpointDamagedError):
+                        self.best_ckpt.quarantine(self.es.best_step)
 
     def accumulate(self, stats: dict[str, Any], keep: np.ndarray, i: int | None) -> None:
         """Add the training statistics of the kept steps (``(L,)`` or ``(L, P)`` sums and weights)."""
@@ -157,18 +167,60 @@ class Member:
             acc[0] += float(np.sum(total[keep], dtype=np.float64))
             acc[1] += float(np.sum(weight[keep], dtype=np.float64))
 
-    def fresh_start(self, clear: bool = False) -> None:
-        """Start from step 0. Existing checkpoints are an error, or (``clear``) deleted."""
-        if self.log.path.exists():
-            self.log.path.unlink()
-        for c in (self.ckpt, self.best_ckpt):
-            if c is None or not c.steps():
+    def history(self) -> list[str]:
+        """What this run directory already holds of a run: checkpoint steps, damaged steps, logged records."""
+        found = []
+        for name in ("checkpoints", "best"):
+            folder = self.run_dir / name
+            if not folder.is_dir():
                 continue
-            if not clear:
-                raise JaxdlError(f"{self.run_dir} already holds checkpoints; use `jaxdl resume {self.run_dir}` or "
-                                 "another workdir")
-            for step in c.steps():
-                c.delete(step)
+            steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+            damaged = sorted(p.name for p in folder.glob("damaged-*"))
+            if steps:
+                found.append(f"{name}/ steps {', '.join(map(str, steps))}")
+            if damaged:
+                found.append(f"{name}/ {', '.join(damaged)}")
+        if self.log.has_records():
+            found.append(f"a non-empty {self.log.path.name}")
+        return found
+
+    def fresh_start(self, *, resume: bool = False, restart: bool = False) -> None:
+        """Start from step 0 in a directory that holds no run, or (``restart``) discard the run it holds.
+
+        A directory with checkpoints, damaged steps or logged records never starts over silently: without
+        ``restart`` this raises CheckpointError telling the user to resume or to pass ``--restart``. When resuming,
+        ``restart`` only applies to a run with nothing left to resume from (every step damaged, or none written).
+        """
+        found = self.history()
+        if found and not restart:
+            held = "; ".join(found)
+            if resume:
+                raise CheckpointError(f"cannot resume {self.run_dir}: no valid checkpoint to continue from ({held}); "
+                                      "pass --restart (restart=True) to discard this run and train from step 0")
+            raise CheckpointError(f"{self.run_dir} already holds a run ({held}); continue it with `jaxdl resume "
+                                  f"{self.run_dir}` (fit(..., resume=True)), pass --restart (restart=True) to "
+                                  "discard it and train from step 0, or use another workdir")
+        if resume and self.ckpt is not None and self.ckpt.steps():
+            raise CheckpointError(f"{self.run_dir} still has valid checkpoints (steps "
+                                  f"{', '.join(map(str, self.ckpt.steps()))}) but its group could not resume "
+                                  "together; run the resume again (members are regrouped by their checkpoints)")
+        for c in (self.ckpt, self.best_ckpt):
+            if c is not None:
+                for step in c.steps():
+                    c.delete(step)
+        for name in ("checkpoints", "best"):
+            folder = self.run_dir / name
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if p.is_dir() and (p.name.isdigit() or p.name.startswith("damaged-")):
+                        shutil.rmtree(p)
+        for name in (self.log.path.name, rundir.SUMMARY_FILE, "eval.json"):
+            (self.run_dir / name).unlink(missing_ok=True)
+
+    def last_good_checkpoint(self) -> str:
+        """The newest verified (sealed) checkpoint, for messages: ``step N in DIR`` or ``none``."""
+        last = self.ckpt.last_verified_step() if self.ckpt is not None else None
+        return f"step {last} in {self.ckpt.directory}" if last is not None else "none"
 
     def save(self, step: int, state: TrainState, elapsed: float) -> None:
         """Checkpoint the state, and the best variables if they changed since the last save."""

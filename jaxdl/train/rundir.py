@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,32 +95,94 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class RunLogWarning(UserWarning):
+    """A run log's torn last line (a crash or a full disk during an append) was dropped."""
+
+
 class MetricsLog:
     """Append-only JSON-lines log of evaluation records ``{"step":…, "epoch":…, "train/loss":…, "val/rmse":…, …}``.
 
     Records are stored as given (whatever metrics the task reports, under ``split/metric`` keys); non-finite numbers
-    are written as strings (``"nan"``) and numpy scalars as Python numbers."""
+    are written as strings (``"nan"``) and numpy scalars as Python numbers.
 
-    def __init__(self, path: Path):
-        self.path = path
+    Crash safety: each record is one ``write`` call of one whole line on a file opened for appending (``fsync=True``
+    also syncs it to disk), so a killed process leaves at most the last line torn. ``read`` drops a torn *last* line
+    with a :class:`RunLogWarning`; a garbled line before it is a :class:`~jaxdl.errors.RunLogError` naming the file
+    and the line. ``truncate_after`` (on resume) rewrites the file atomically with one record per step, none after
+    the restored step."""
+
+    def __init__(self, path: Path, fsync: bool = False):
+        self.path = Path(path)
+        self.fsync = fsync
 
     def truncate_after(self, step: int) -> None:
-        """Drop records written after ``step`` (they will be written again by a resumed run)."""
-        kept = [r for r in self.read() if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        """Drop records written after ``step`` (they will be written again by a resumed run) and repeated steps (the
+        last record of a step wins), rewriting the file atomically."""
+        by_step = {r.get("step", 0): r for r in self.read() if r.get("step", 0) <= step}
+        kept = sorted(by_step.values(), key=lambda r: r.get("step", 0))
+        _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(_clean(record)) + "\n")
+        data = (json.dumps(_clean(record)) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size:  # a torn last line (no newline) must not swallow this record
+                with open(self.path, "rb") as f:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = self.path.read_text(errors="replace").splitlines()
+        numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+        records = []
+        for k, (number, line) in enumerate(numbered):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a {type(record).__name__}, not a record")
+            except ValueError as e:
+                if k == len(numbered) - 1:
+                    warnings.warn(f"{self.path}: dropped a torn last line {number} (a crash during an append?): "
+                                  f"{line[:80]!r}", RunLogWarning, stacklevel=2)
+                    break
+                from jaxdl.errors import RunLogError
+
+                raise RunLogError(f"{self.path}, line {number}: not a JSON record ({e}): {line[:80]!r}") from None
+            records.append(record)
+        return records
+
+    def has_records(self) -> bool:
+        """Whether the file holds anything but whitespace (a torn line counts)."""
+        try:
+            with open(self.path, "rb") as f:
+                return any(line.strip() for line in f)
+        except FileNotFoundError:
+            return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (run_dir / SUMMARY_FILE).write_text(json.dumps(_clean(summary), indent=2))
+    """``summary.json``, replaced atomically (a crash leaves the old one or the new one, never half of one)."""
+    _write_atomic(run_dir / SUMMARY_FILE, json.dumps(_clean(summary), indent=2))
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
