@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jaxdl.config_types import UINT32_MAX, check_numbers
 from jaxdl.config_types import check_types  # noqa: F401  (re-exported: jaxdl.config.check_types)
 from jaxdl.config_types import coerce as _coerce
 from jaxdl.config_types import hints as _hints
@@ -369,6 +370,48 @@ def all_keys(cfg: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+SEED_KEYS = frozenset({"seed", "data.split_seed"})
+
+
+def _in(key: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False,
+        what: str = "a value") -> None:
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        raise ConfigError(f"{key}: expected {what} in {lo}, {hi}, got {value!r}")
+
+
+def check_values(cfg: Config) -> None:
+    """Raise ConfigError naming the key and the value of a number that cannot be right, before anything is loaded
+    or compiled: any NaN or infinite float, integers beyond int32, seeds outside 0 … 2**32-1, and the ranges of the
+    loss, augmentation, training and data numbers. (``optim.*`` ranges: :func:`jaxdl.optim.validate`.)"""
+    check_numbers(cfg, wide=SEED_KEYS)
+    for key, value in (("seed", cfg.seed), ("data.split_seed", cfg.data.split_seed)):
+        if not 0 <= value <= UINT32_MAX:
+            raise ConfigError(f"{key}: expected a seed in 0 … 2**32-1 ({UINT32_MAX}), got {value}")
+    loss = cfg.loss
+    _in("loss.label_smoothing", loss.label_smoothing, 0.0, 1.0, high_open=True, what="a smoothing factor")
+    if loss.class_weights is not None:
+        if any(w < 0 for w in loss.class_weights) or not any(w > 0 for w in loss.class_weights):
+            raise ConfigError(f"loss.class_weights: expected weights >= 0, not all 0, got {loss.class_weights!r}")
+    if loss.pos_weight is not None and loss.pos_weight <= 0:
+        raise ConfigError(f"loss.pos_weight: expected a positive weight (or none), got {loss.pos_weight!r}")
+    aug = cfg.augment
+    _in("augment.flip", aug.flip, 0.0, 1.0, what="a probability")
+    _in("augment.crop_scale", aug.crop_scale, 0.0, 1.0, low_open=True, what="an area fraction")
+    _in("augment.jitter", aug.jitter, 0.0, 1.0, what="a jitter strength")
+    _in("augment.crop_padding", aug.crop_padding, 0, 1024, what="a padding in pixels")
+    _in("augment.cutout", aug.cutout, 0.0, 1 << 16, what="a side in pixels")
+    for key in ("mixup", "cutmix"):
+        _in(f"augment.{key}", getattr(aug, key), 0.0, 1e6, low_open=True, what="a Beta parameter")
+    es = cfg.train.early_stopping
+    if es.min_delta < 0:
+        raise ConfigError(f"train.early_stopping.min_delta: expected a change >= 0, got {es.min_delta!r}")
+    d = cfg.data
+    _in("data.val_fraction", d.val_fraction, 0.0, 1.0, high_open=True, what="a fraction")
+    _in("data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True, what="a fraction")
+
+
 def parse_override(item: str) -> tuple[str, str]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
@@ -378,7 +421,7 @@ def parse_override(item: str) -> tuple[str, str]:
 
 def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Config:
     """Return ``cfg`` with dotted overrides applied. Strings are coerced to the field's type; other values are
-    type-checked. ``model.name`` is applied first and switches the model family (its other fields reset to that
+    type-checked, and the result's numbers range-checked (:func:`check_values`). ``model.name`` is applied first and switches the model family (its other fields reset to that
     family's defaults, ``num_classes`` is kept)."""
     items = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
     items.sort(key=lambda kv: kv[0] != "model.name")
@@ -391,6 +434,7 @@ def apply_overrides(cfg: Config, overrides: list[str] | dict[str, Any]) -> Confi
             continue
         cfg = _set(cfg, key.split("."), value, key)
     check_types(cfg)
+    check_values(cfg)
     return cfg
 
 
@@ -429,6 +473,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def _from_dict(cls, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a section (an object of keys), got {data!r}")
     _check_field_names(cls, data.keys(), prefix)
     hints = _hints(cls)
     kwargs = {}
@@ -436,6 +482,8 @@ def _from_dict(cls, data: dict[str, Any], prefix: str) -> Any:
         tp = hints[name]
         key = f"{prefix}.{name}" if prefix else name
         if name == "model" and cls is Config:
+            if not isinstance(value, dict):
+                raise ConfigError(f"model: expected a section (an object of keys), got {value!r}")
             value = dict(value)
             mcls = model_config_class(value.get("name", ModelConfig.name))
             kwargs[name] = _from_dict(mcls, value, key)
@@ -464,7 +512,23 @@ def save_json(cfg: Config, path: str | Path, **extra: Any) -> None:
 
 
 def load_json(path: str | Path) -> Config:
-    return from_dict(json.loads(Path(path).read_text())["config"])
+    """The config of a run directory's ``config.json``; a file that is not JSON, has no ``config`` object or holds
+    keys or values a Config does not have raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a JSON config file ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ConfigError(f"{path}: expected a JSON object with a \"config\" object inside")
+    try:
+        return from_dict(data["config"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{path}: malformed config ({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -472,14 +536,51 @@ def load_json(path: str | Path) -> Config:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _python_failure(path: Path, e: BaseException, what: str) -> ConfigError:
+    """A ConfigError naming the config file, the line in it and the exception that running it raised."""
+    import traceback
+
+    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) and e.filename == str(path) else None
+    for frame in traceback.extract_tb(e.__traceback__):
+        if Path(frame.filename) == path:
+            line = frame.lineno
+    where = f"{path}, line {line}" if line else str(path)
+    text = str(e.msg if isinstance(e, SyntaxError) else e).strip()
+    return ConfigError(f"{where}: {what} raised {type(e).__name__}" + (f": {text}" if text else ""))
+
+
 def load_module(path: str | Path):
+    """Run a config or experiment file (trusted Python) as a module. A file that fails to run — a syntax error, an
+    exception at import — raises ConfigError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"jaxdl_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 — a user's file can raise anything
+        raise _python_failure(path.resolve() if not path.is_absolute() else path, e, "running the file") from e
     return module
+
+
+def call_file(path: str | Path, fn, *args: Any) -> Any:
+    """``fn(*args)`` — a function defined in the config or experiment file ``path`` (``get_config``,
+    ``get_sweep``); an exception other than a jaxdl error becomes a ConfigError naming the file and the line."""
+    from jaxdl.errors import JaxdlError
+
+    try:
+        return fn(*args)
+    except JaxdlError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        path = Path(path)
+        raise _python_failure(path.resolve() if not path.is_absolute() else path, e,
+                              f"{getattr(fn, '__name__', 'the function')}()") from e
 
 
 def variant(cfg: Config, name: str | None, **variants: dict[str, Any]) -> Config:
@@ -540,7 +641,7 @@ def load_config(spec: str | Path, overrides: list[str] | None = None) -> Config:
     module = load_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {spec!r} has no get_config() function")
-    cfg = module.get_config(variant) if variant is not None else module.get_config()
+    cfg = call_file(path, module.get_config, *([variant] if variant is not None else []))
     if not isinstance(cfg, Config):
         raise ConfigError(f"{spec}: get_config() returned {type(cfg).__name__}, expected jaxdl.config.Config")
     check_types(cfg)

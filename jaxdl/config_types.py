@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any, Union
@@ -73,6 +74,28 @@ def check_types(cfg: Any, prefix: str = "") -> None:
             continue
         if not matches(value, tp):
             raise ConfigError(f"{key}: expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+
+
+def check_numbers(cfg: Any, prefix: str = "", wide: frozenset[str] = frozenset()) -> None:
+    """Raise ConfigError naming the first number of ``cfg`` (recursively, tuples included) that cannot be right:
+    a NaN or infinite float, or an integer outside the int32 range (steps, sizes and counts end up in int32 arrays).
+    Keys in ``wide`` (seeds) are range-checked by the caller instead."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, key, wide)
+            continue
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            if (isinstance(item, int) and not isinstance(item, bool) and key not in wide
+                    and not -INT32_MAX - 1 <= item <= INT32_MAX):
+                raise ConfigError(f"{key}: {item} is out of range (integers must lie within ±2**31)")
 
 
 _TRUE = {"true", "1", "yes", "on"}

@@ -3,8 +3,13 @@
     jaxdl convert resnet18.pth resnet18.npz --model resnet18
     jaxdl train configs/... train.init_from=resnet18.npz
 
-Reads PyTorch zip checkpoints and legacy (pre-1.6) ``.pth`` files (both through ``torch.load`` — the ``[torch]``
-extra), and ``.safetensors`` files (a small reader here, no extra package). Converts:
+Reads PyTorch zip checkpoints and legacy (pre-1.6) ``.pth`` files (both through ``torch.load(weights_only=True)`` —
+the ``[torch]`` extra), and ``.safetensors`` files (the ``safetensors`` library). Weight files are untrusted input:
+they are parsed without running code (``weights_only=True`` refuses pickled globals that are not tensors or plain
+containers; ``np.load(allow_pickle=False)``; safetensors has no code at all), and a malformed one — truncated,
+garbled, with offsets outside the data or overlapping, an unsupported dtype, non-finite values — raises
+:class:`~jaxdl.errors.CheckpointError` naming the file and the problem (``jaxdl convert`` prints ``error: …``).
+Converts:
 
 - convolution kernels OIHW → HWIO (depthwise ``(C, 1, k, k)`` → ``(k, k, 1, C)``),
 - linear weights ``(out, in)`` → ``(in, out)``,
@@ -21,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,12 +57,19 @@ def flatten(variables: Any, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts from ``{"params/a/kernel": array, …}``. A path that is both a leaf and a prefix of another path
+    (``a/b`` and ``a/b/c``) raises CheckpointError naming both."""
     out: dict[str, Any] = {}
     for path, value in flat.items():
         node = out
         *parents, leaf = path.split(SEP)
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"variable {path!r} lies under {SEP.join(parents[:i + 1])!r}, which is an "
+                                      "array, not a group")
+        if isinstance(node.get(leaf), dict):
+            raise CheckpointError(f"variable {path!r} is both an array and a group of variables")
         node[leaf] = value
     return out
 
@@ -67,21 +79,74 @@ def save_variables(path: str | Path, variables: Any, meta: dict[str, Any] | None
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = flatten(jax.device_get(variables))
-    np.savez(path, **arrays, __meta__=np.array(json.dumps(meta or {})))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays, __meta__=np.array(json.dumps(meta or {})))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot write the variables file ({e.strerror or e})") from None
     return path
 
 
 def load_variables(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(variables, meta)`` from a file written by :func:`save_variables`."""
+    """``(variables, meta)`` from a file written by :func:`save_variables`.
+
+    The file is untrusted: it is read with ``allow_pickle=False`` (no code runs), and a file that is not a readable
+    ``.npz`` of numeric arrays with JSON metadata raises CheckpointError naming it and the problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"pretrained variables file {str(path)!r} not found (write one with `jaxdl convert`)")
-    with np.load(path, allow_pickle=False) as data:
-        flat = {k: data[k] for k in data.files if k != "__meta__"}
-        meta = json.loads(str(data["__meta__"])) if "__meta__" in data.files else {}
-    return unflatten(flat), meta
+    try:
+        data = np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the variables file ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 — numpy raises ValueError, EOFError, BadZipFile … for a bad file
+        raise CheckpointError(f"{path}: not a jaxdl variables file (.npz): {_reason(e)}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path}: not a jaxdl variables file (.npz): it holds one array, not a set of named "
+                              "arrays (write one with `jaxdl convert` or transfer.save_variables)")
+    try:
+        with data:
+            flat = {k: data[k] for k in data.files if k != "__meta__"}
+            meta_raw = data["__meta__"] if "__meta__" in data.files else None
+    except Exception as e:  # noqa: BLE001 — a damaged member: zlib.error, BadZipFile (CRC), ValueError, EOFError …
+        raise CheckpointError(f"{path}: damaged variables file (.npz): {_reason(e)}") from None
+    meta: dict[str, Any] = {}
+    if meta_raw is not None:
+        try:
+            meta = json.loads(str(meta_raw))
+        except ValueError as e:
+            raise CheckpointError(f"{path}: its __meta__ entry is not JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{path}: its __meta__ entry is not a JSON object")
+    if not flat:
+        raise CheckpointError(f"{path}: the variables file holds no arrays")
+    check_arrays(path, flat)
+    try:
+        return unflatten(flat), meta
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or "no details"
+    return f"{type(e).__name__}: {text}" if isinstance(e, (zipfile.BadZipFile, EOFError, KeyError)) else text
+
+
+def check_arrays(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Every entry of a weight file must be a real-valued (float, integer or bool) array with finite values:
+    a complex, string or object entry, or a NaN/Inf weight, raises CheckpointError naming the file and the entry."""
+    for name, value in arrays.items():
+        dtype = getattr(value, "dtype", None)
+        kind = getattr(dtype, "kind", None)
+        if dtype is not None and str(dtype) == "bfloat16":
+            kind = "f"
+        if kind not in ("f", "i", "u", "b"):
+            what = str(dtype) if dtype is not None else type(value).__name__
+            raise CheckpointError(f"{path}: entry {name!r} has unsupported type {what} (expected float, integer "
+                                  "or bool arrays)")
+        if kind == "f" and not np.all(np.isfinite(np.asarray(value, np.float32))):
+            raise CheckpointError(f"{path}: entry {name!r} holds non-finite values (NaN or Inf)")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -89,63 +154,104 @@ def load_variables(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------------------------
 
 _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+              "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
+              "BOOL": np.bool_}
+
+
+def _st_problem(e: BaseException) -> str:
+    """The library's reason without its ``Error while deserializing header:`` preamble."""
+    text = str(e).strip()
+    return re.sub(r"^Error while deserializing( header)?:\s*", "", text) or type(e).__name__
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Tensors of a ``.safetensors`` file: an 8-byte little-endian header length, a JSON header, raw data."""
-    data = Path(path).read_bytes()
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: not a safetensors file (too short)")
-    (n,) = struct.unpack("<Q", data[:8])
+    """Tensors of a ``.safetensors`` file, read and validated by the ``safetensors`` library (header length, JSON,
+    dtypes, shapes, offsets inside the data, no overlaps or gaps); any problem raises CheckpointError naming the
+    file. ``BF16`` tensors come back as ``ml_dtypes.bfloat16``."""
+    from safetensors import SafetensorError, deserialize, safe_open
+
+    path = Path(path)
     try:
-        header = json.loads(data[8:8 + n])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a safetensors file ({e})") from None
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        if info["dtype"] == "BF16":
+        with safe_open(str(path), framework="numpy") as f:
+            dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
+            for name, dtype in dtypes.items():
+                if dtype not in _ST_DTYPES and dtype != "BF16":
+                    raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype} (expected one of "
+                                          f"{', '.join([*_ST_DTYPES, 'BF16'])})")
+            out = {} if "BF16" in dtypes.values() else {name: f.get_tensor(name) for name in dtypes}
+        if "BF16" in dtypes.values():  # numpy has no bfloat16: the library's checked raw bytes, viewed here
             import ml_dtypes
 
-            dtype = ml_dtypes.bfloat16
-        else:
-            try:
-                dtype = _ST_DTYPES[info["dtype"]]
-            except KeyError:
-                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}") from None
-        out[name] = np.frombuffer(data[base + start:base + end], dtype=dtype).reshape(info["shape"]).copy()
+            for name, info in deserialize(path.read_bytes()):
+                dtype = ml_dtypes.bfloat16 if info["dtype"] == "BF16" else _ST_DTYPES[info["dtype"]]
+                out[name] = np.frombuffer(bytes(info["data"]), dtype=dtype).reshape(info["shape"])
+    except SafetensorError as e:
+        raise CheckpointError(f"{path}: malformed safetensors file: {_st_problem(e)}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError, MemoryError) as e:
+        raise CheckpointError(f"{path}: malformed safetensors file: {type(e).__name__}: {e}") from None
+    if not out:
+        raise CheckpointError(f"{path}: the safetensors file holds no tensors")
+    check_arrays(path, out)
     return out
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray]) -> None:
     """Write ``tensors`` as a ``.safetensors`` file (used by tests and to export weights)."""
-    names = {v: k for k, v in _ST_DTYPES.items()}
-    header, offset, blobs = {}, 0, []
-    for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        blob = arr.tobytes()
-        header[name] = {"dtype": names[arr.dtype.type], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    Path(path).write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+    from safetensors.numpy import save_file
+
+    save_file({name: np.ascontiguousarray(arr) for name, arr in tensors.items()}, str(path))
+
+
+def _torch_array(name: str, value: Any, path: Path) -> np.ndarray:
+    import torch
+
+    if value.is_sparse or value.layout != torch.strided:
+        raise CheckpointError(f"{path}: entry {name!r} is a {value.layout} tensor; expected dense tensors")
+    if value.is_complex():
+        raise CheckpointError(f"{path}: entry {name!r} has unsupported type {value.dtype} (expected real tensors)")
+    value = value.detach().cpu()
+    if value.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+        value = value.float()
+    try:
+        return value.numpy()
+    except (TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: entry {name!r} ({value.dtype}) cannot be read: {e}") from None
+
+
+def _torch_problem(e: BaseException) -> str:
+    """The specific part of a ``torch.load`` error, without torch's advice to retry with ``weights_only=False``
+    (which would run the file's code)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    noise = ("Weights only load failed", "Please file an issue", "Check the documentation", "Re-running")
+    lines = [ln.removeprefix("WeightsUnpickler error:").strip() for ln in lines if not ln.startswith(noise)]
+    text = " ".join(ln for ln in lines if ln)
+    if "unsupported GLOBAL" in text:
+        text += " — the file holds objects other than tensors, which jaxdl never unpickles"
+    text = re.split(r"(?<=\.) (?=This is an internal|If you are seeing)", text)[0]
+    return f"{type(e).__name__}: {text or 'no details'}"
 
 
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """A PyTorch state dict (zip or legacy ``.pth``, or ``.safetensors``) as numpy arrays."""
+    """A PyTorch state dict (zip or legacy ``.pth``, or ``.safetensors``) as numpy arrays.
+
+    PyTorch files are read with ``torch.load(weights_only=True)``: only tensors and plain containers are unpickled,
+    never arbitrary objects, so a weight file cannot run code. Any unreadable or malformed file raises
+    CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} not found")
-    with path.open("rb") as f:
-        head = f.read(16)
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
     if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
         return read_safetensors(path)
+    if head[:4] == b"PK\x03\x04" and path.suffix == ".npz":
+        raise CheckpointError(f"{path}: this is a .npz file, not PyTorch weights; a jaxdl variables file is used "
+                              f"as is (train.init_from={path})")
     try:
         import torch
     except ImportError:
@@ -153,12 +259,32 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 — torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_torch_problem(e)})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return {k.removeprefix("module."): v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path}: state dict key {key!r} is not a string")
+        if isinstance(value, torch.Tensor):
+            out[key.removeprefix("module.")] = _torch_array(key, value, path)
+    if not out:
+        raise CheckpointError(f"{path}: the state dict holds no tensors")
+    check_arrays(path, out)
+    return out
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"224,224,3"`` -> ``(224, 224, 3)``; anything else (``abc``, ``0,5``) raises ConfigError."""
+    try:
+        shape = tuple(int(s) for s in str(text).split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 or d > 1 << 16 for d in shape):
+        raise ConfigError(f"--input-shape: expected positive integers H,W,C such as 224,224,3, got {text!r}")
+    return shape
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -334,6 +460,6 @@ def convert_file(src: str | Path, dst: str | Path, model_name: str, num_classes:
     return out, report
 
 
-__all__ = ["ImportReport", "PACKAGED", "RULES", "check_against", "convert_file", "convert_state_dict", "flatten",
-           "import_torch", "load_pretrained", "load_variables", "packaged_weights", "read_safetensors",
+__all__ = ["ImportReport", "PACKAGED", "RULES", "check_against", "check_arrays", "convert_file", "convert_state_dict", "flatten",
+           "import_torch", "load_pretrained", "load_variables", "packaged_weights", "parse_input_shape", "read_safetensors",
            "read_state_dict", "rule_for", "save_variables", "unflatten", "write_safetensors"]

@@ -63,21 +63,64 @@ _DEFAULTS = {
 }
 
 
+def _range(key: str, value: float | None, low: float, high: float, *, low_open: bool = False,
+           high_open: bool = False, what: str = "a value") -> None:
+    if value is None:
+        return
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        raise ConfigError(f"optim.{key}: expected {what} in {lo}, {hi}, got {value!r}")
+
+
 def validate(cfg: OptimConfig) -> None:
-    """Raise ConfigError naming the offending ``optim.*`` key."""
+    """Raise ConfigError naming the offending ``optim.*`` key and its value: unknown names, and numbers that cannot
+    be right (NaN/Inf anywhere, lr <= 0, eps <= 0, momentum or betas outside [0, 1), step_size < 1 …)."""
     for key, value, allowed in (("name", cfg.name, OPTIMIZERS), ("schedule", cfg.schedule, SCHEDULES),
                                 ("mode", cfg.mode, MODES), ("decay_mask", cfg.decay_mask, DECAY_MASKS)):
         if value not in allowed:
             raise ConfigError(f"optim.{key}: " + unknown_message(f"optim.{key} value", value, allowed))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"optim.{f.name}: expected a finite number, got {value!r}")
     if cfg.lr <= 0:
         raise ConfigError(f"optim.lr: expected a positive learning rate, got {cfg.lr}")
     for key in ("l1", "l2", "momentum"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"optim.{key}: expected a value >= 0, got {getattr(cfg, key)}")
+    _range("momentum", cfg.momentum, 0.0, 1.0, high_open=True, what="a momentum")
+    _range("b1", cfg.b1, 0.0, 1.0, high_open=True, what="a decay rate")
+    _range("b2", cfg.b2, 0.0, 1.0, high_open=True, what="a decay rate")
+    _range("rms_decay", cfg.rms_decay, 0.0, 1.0, high_open=True, what="a decay rate")
+    if cfg.eps is not None and cfg.eps <= 0:
+        raise ConfigError(f"optim.eps: expected a positive epsilon (or none for the default), got {cfg.eps}")
+    for key in ("initial_accumulator", "weight_decay"):
+        value = getattr(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"optim.{key}: expected a value >= 0 (or none for the default), got {value}")
     if cfg.clip_norm is not None and cfg.clip_norm <= 0:
         raise ConfigError(f"optim.clip_norm: expected a positive norm (or none), got {cfg.clip_norm}")
+    if cfg.warmup_steps < 0:
+        raise ConfigError(f"optim.warmup_steps: expected a number of steps >= 0, got {cfg.warmup_steps}")
+    if cfg.step_size < 1:
+        raise ConfigError(f"optim.step_size: expected a number of steps >= 1, got {cfg.step_size}")
+    if cfg.gamma <= 0:
+        raise ConfigError(f"optim.gamma: expected a positive decay factor, got {cfg.gamma}")
+    if cfg.final_lr_ratio < 0:
+        raise ConfigError(f"optim.final_lr_ratio: expected a ratio >= 0, got {cfg.final_lr_ratio}")
     if cfg.nesterov and cfg.name != "sgd":
         raise ConfigError(f"optim.nesterov applies to sgd only, not {cfg.name!r}")
+
+
+MAX_STEPS = 2**31 - 1  # the step counter and schedules are int32
+
+
+def check_total_steps(total_steps: int) -> None:
+    """A run longer than the int32 step counter holds (``train.steps``, or ``train.epochs`` × steps per epoch)."""
+    if total_steps > MAX_STEPS:
+        raise ConfigError(f"train.steps / train.epochs: the run would take {total_steps} steps, more than the int32 "
+                          f"step counter holds ({MAX_STEPS}); lower train.epochs or set train.steps")
 
 
 def hparams(cfg: OptimConfig) -> dict[str, float]:
@@ -373,6 +416,7 @@ def build(cfg: OptimConfig, total_steps: int) -> Optimizer:
     """The optimizer of ``cfg``. With ``optim.freeze`` the frozen parameters go through ``optax.set_to_zero`` (no
     state); ``optim.lr_multipliers`` and ``optim.unfreeze`` scale or mask the final updates per parameter group."""
     validate(cfg)
+    check_total_steps(int(total_steps))
     factor = schedule(cfg, total_steps)
     groups = parse_groups(cfg)
 
@@ -399,4 +443,4 @@ def build(cfg: OptimConfig, total_steps: int) -> Optimizer:
 
 __all__ = ["Groups", "check_groups", "param_path", "param_paths", "parse_groups", "clip_by_global_norm_torch",
            "DYNAMIC_FIELDS", "OPTIMIZERS", "Optimizer", "SCHEDULES", "add_decoupled_decay", "add_penalties", "build",
-           "chain", "hparams", "kernel_mask", "schedule", "scale_by_rss_eps_outside", "validate"]
+           "chain", "check_total_steps", "hparams", "kernel_mask", "schedule", "scale_by_rss_eps_outside", "validate"]

@@ -242,15 +242,23 @@ def _cifar_batch(path: Path, label_key: str = "labels", what: str = "CIFAR-10 ba
     if "data" not in d or label_key not in d:
         raise DataError(f"malformed {what} {str(path)!r}: needs keys b'data' and b'{label_key}', "
                         f"found {sorted(map(str, d))}")
-    data = np.asarray(d["data"])
+    where = f"malformed {what} {str(path)!r}"
     try:
-        labels = np.asarray(d[label_key], dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"malformed {what} {str(path)!r}: b'{label_key}' are not integers: {e}") from None
+        data = np.asarray(d["data"])
+        labels = np.asarray(d[label_key])
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise DataError(f"{where}: {e}") from None
+    if data.dtype.kind not in "ui":
+        raise DataError(f"{where}: data has dtype {data.dtype}, expected uint8 pixel values")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"malformed {what} {str(path)!r}: data has shape {data.shape}, expected (N, 3072)")
+        raise DataError(f"{where}: data has shape {data.shape}, expected (N, 3072)")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise DataError(f"{where}: pixel values span {data.min()}..{data.max()}, expected 0..255")
+    if labels.dtype.kind not in "ui" and not (labels.size == 0 and labels.dtype.kind == "f"):
+        raise DataError(f"{where}: b'{label_key}' are not integers (dtype {labels.dtype})")
+    labels = labels.astype(np.int64)
     if labels.ndim != 1 or len(data) != len(labels):
-        raise DataError(f"malformed {what} {str(path)!r}: {len(data)} images but {labels.size} labels")
+        raise DataError(f"{where}: {len(data)} images but {labels.size} labels")
     # rows are channel-major: 1024 red, 1024 green, 1024 blue values, each a 32×32 image in row-major order
     images = data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
@@ -268,8 +276,15 @@ def _cifar_dir(root: str | None, label: str, dirname: str, marker: str, hint: st
     return base
 
 
-def _label_names(values) -> tuple[str, ...]:
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in values)
+def _label_names(values, path: Path) -> tuple[str, ...]:
+    """Class names from a CIFAR meta file: a list of byte or text strings."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)):
+        raise DataError(f"malformed CIFAR meta file {str(path)!r}: label names are {type(values).__name__}, "
+                        "expected a list of strings")
+    try:
+        return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in values)
+    except UnicodeDecodeError as e:
+        raise DataError(f"malformed CIFAR meta file {str(path)!r}: label names are not text ({e})") from None
 
 
 @DATASETS.register("cifar10")
@@ -289,7 +304,7 @@ def cifar10(root: str | None = None) -> RawData:
     if (base / "batches.meta").is_file():
         meta = _unpickle(base / "batches.meta", "CIFAR-10 meta file")
         if "label_names" in meta:
-            names = _label_names(meta["label_names"])
+            names = _label_names(meta["label_names"], base / "batches.meta")
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return _check_raw("cifar10", RawData(train_x, train_y, test_x, test_y, names, 255.0, str(base)))
@@ -316,7 +331,7 @@ def cifar100(root: str | None = None) -> RawData:
     if "fine_label_names" not in meta:
         raise DataError(f"malformed CIFAR-100 meta file {str(files[2])!r}: needs key b'fine_label_names', "
                         f"found {sorted(map(str, meta))}")
-    names = _label_names(meta["fine_label_names"])
+    names = _label_names(meta["fine_label_names"], files[2])
     return _check_raw("cifar100", RawData(train_x, train_y, test_x, test_y, names, 255.0, str(base)))
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxdl import data as data_lib
 from jaxdl import models, optim, tasks
-from jaxdl.config import Config, check_types
+from jaxdl.config import Config, check_types, check_values
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.train.step import TrainState, init_state, make_eval_step, make_hparams, make_train_step, uses_dropout
 
@@ -55,7 +55,10 @@ class Setup:
 
 
 def validate(cfg: Config) -> None:
+    """Raise ConfigError naming the key and the value of anything in ``cfg`` that cannot be right — types, names,
+    ranges, non-finite numbers, seeds, step counts — before data is loaded or anything is compiled."""
     check_types(cfg)
+    check_values(cfg)
     t = cfg.train
     if t.driver not in DRIVERS:
         raise ConfigError(f"train.driver: expected one of {', '.join(DRIVERS)}, got {t.driver!r}")
