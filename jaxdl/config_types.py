@@ -78,11 +78,12 @@ def check_types(cfg: Any, prefix: str = "") -> None:
 
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_numbers(cfg: Any, prefix: str = "", wide: frozenset[str] = frozenset()) -> None:
     """Raise ConfigError naming the first number of ``cfg`` (recursively, tuples included) that cannot be right:
-    a NaN or infinite float, or an integer outside the int32 range (steps, sizes and counts end up in int32 arrays).
+    a NaN or infinite float, a float beyond float32's range, or an integer outside the int32 range (steps, sizes and counts end up in int32 arrays).
     Keys in ``wide`` (seeds) are range-checked by the caller instead."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
@@ -93,6 +94,9 @@ def check_numbers(cfg: Any, prefix: str = "", wide: frozenset[str] = frozenset()
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, float) and not math.isfinite(item):
                 raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            if isinstance(item, float) and abs(item) > FLOAT32_MAX:  # numbers enter the step as float32
+                raise ConfigError(f"{key}: {item!r} is out of range (numbers must lie within ±{FLOAT32_MAX:.4g}, "
+                                  "float32's range)")
             if (isinstance(item, int) and not isinstance(item, bool) and key not in wide
                     and not -INT32_MAX - 1 <= item <= INT32_MAX):
                 raise ConfigError(f"{key}: {item} is out of range (integers must lie within ±2**31)")

@@ -86,6 +86,10 @@ def validate(cfg: OptimConfig) -> None:
             raise ConfigError(f"optim.{f.name}: expected a finite number, got {value!r}")
     if cfg.lr <= 0:
         raise ConfigError(f"optim.lr: expected a positive learning rate, got {cfg.lr}")
+    for key in ("lr", "eps"):  # the step computes in float32: a positive number must stay positive there
+        value = getattr(cfg, key)
+        if value is not None and 0 < value < 1.1754944e-38:
+            raise ConfigError(f"optim.{key}: {value!r} is below float32's smallest normal number (1.2e-38)")
     for key in ("l1", "l2", "momentum"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"optim.{key}: expected a value >= 0, got {getattr(cfg, key)}")
