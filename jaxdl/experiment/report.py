@@ -220,9 +220,12 @@ def make_report(sweep_dir: str | Path, *, metric: str | None = None, fmt: str = 
         raise ConfigError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     sweep_dir = Path(sweep_dir)
     db = sweep_dir / "sweep.db"
-    if not db.is_file():
-        raise ConfigError(f"{sweep_dir} is not a sweep directory (no sweep.db)")
-    store = SweepStore(db)
+    runs_dir = sweep_dir / "runs"
+    if not db.is_file() and not (runs_dir.is_dir() and any((d / "sweep.json").is_file() or (d / "config.json")
+                                                           .is_file() for d in runs_dir.iterdir())):
+        raise ConfigError(f"{sweep_dir} is not a sweep directory (no sweep.db, no run directories)")
+    store = SweepStore(db)  # checked on open: a damaged or missing database is rebuilt from the run directories
+    store.reconcile()  # a finished run whose directory is gone is pending again, not reported as completed
     runs = _load_runs(store)
     if metric is not None:
         check_metric(metric, runs)
