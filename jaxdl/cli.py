@@ -211,9 +211,16 @@ def cmd_models(args) -> int:
 def cmd_sweep(args) -> int:
     from jaxdl.experiment.runner import run_sweep
 
-    result = run_sweep(args.experiment, args.overrides, sweep=args.sweep, workdir=args.workdir, fuse=args.fuse,
-                       executor=args.executor, workers=args.workers, ray_address=args.ray_address,
-                       dry_run=args.dry_run)
+    from jaxdl.errors import PreemptedError
+
+    try:
+        result = run_sweep(args.experiment, args.overrides, sweep=args.sweep, workdir=args.workdir, fuse=args.fuse,
+                           executor=args.executor, workers=args.workers, ray_address=args.ray_address,
+                           dry_run=args.dry_run, max_runs=args.max_runs, force=args.force,
+                           claim_timeout_s=args.claim_timeout, rebuild=args.rebuild)
+    except PreemptedError as e:  # SIGTERM/SIGINT: checkpointed, claims released; rerunning continues
+        print(f"preempted: {e}", file=sys.stderr)
+        return 4
     return 1 if result.failed else 0
 
 
@@ -260,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--executor", choices=("inline", "processes", "ray"), default="inline")
     w.add_argument("--workers", type=int, default=2, help="processes for --executor processes")
     w.add_argument("--ray-address", help="address of a running Ray cluster (default: start a local one)")
+    w.add_argument("--max-runs", type=int, default=1000, help="refuse a sweep with more runs unless --force "
+                                                                "(default 1000)")
+    w.add_argument("--force", action="store_true", help="run a sweep larger than --max-runs")
+    w.add_argument("--claim-timeout", type=float, default=None,
+                   help="seconds without a heartbeat after which another driver's claim is stale and its runs may be "
+                        "taken over (default JAXDL_CLAIM_TIMEOUT or 60)")
+    w.add_argument("--rebuild", action="store_true",
+                   help="rebuild the sweep database from the run directories first (the old one is kept aside)")
     w.set_defaults(fn=cmd_sweep)
 
     rp = sub.add_parser("report", help="ranked table and plots of a sweep")
