@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,7 @@ class Checkpointer:
                                                      create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)
         self._pending: list[int] = []  # saved steps not yet sealed with a manifest
+        self._sealer: threading.Thread | None = None  # seals committed steps while training goes on
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -183,9 +185,16 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict[str, Any] | None = None) -> None:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {}))
-        self.wait()  # Orbax waits for the previous save anyway; sealing it costs one read of its files
         if int(step) in self._manager.all_steps():  # e.g. re-reached after a resume: the new write wins
             self.delete(step)
+        # Orbax waits for the previous save before starting this one: once it has, the previous step is committed
+        # and is sealed in the background (one read of its files) while this one is written.
+        self._manager.wait_until_finished()
+        self._join_sealer()
+        pending, self._pending = self._pending, []
+        if pending:
+            self._sealer = threading.Thread(target=self._seal, args=(pending,), name="jaxdl-seal", daemon=True)
+            self._sealer.start()
         self._manager.save(int(step), args=args, force=True)
         self._pending.append(int(step))
 
@@ -294,8 +303,12 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=self._options)
         return target.name
 
-    def _seal(self) -> None:
-        pending, self._pending = self._pending, []
+    def _join_sealer(self) -> None:
+        if self._sealer is not None:
+            self._sealer.join()
+            self._sealer = None
+
+    def _seal(self, pending: list[int]) -> None:
         for step in pending:
             folder = self.directory / str(step)
             if not folder.is_dir() or (folder / MANIFEST).exists():  # removed by keep-N, or sealed already
@@ -303,6 +316,8 @@ class Checkpointer:
             try:
                 write_manifest(folder)
             except OSError as e:
+                if not folder.is_dir():  # removed by keep-N while it was being read
+                    continue
                 warnings.warn(f"checkpoint step {step} in {self.directory} could not be sealed with a checksum "
                               f"manifest ({type(e).__name__}: {e}); it stays unverified", CheckpointWarning,
                               stacklevel=3)
@@ -310,7 +325,9 @@ class Checkpointer:
     def wait(self) -> None:
         """Block until pending saves are committed, then seal them."""
         self._manager.wait_until_finished()
-        self._seal()
+        self._join_sealer()
+        pending, self._pending = self._pending, []
+        self._seal(pending)
 
     def close(self) -> None:
         self.wait()
