@@ -408,6 +408,8 @@ def check_values(cfg: Config) -> None:
     if es.min_delta < 0:
         raise ConfigError(f"train.early_stopping.min_delta: expected a change >= 0, got {es.min_delta!r}")
     d = cfg.data
+    if d.resize is not None and any(side > 8192 for side in d.resize):
+        raise ConfigError(f"data.resize: expected sides of at most 8192 pixels, got {d.resize!r}")
     _in("data.val_fraction", d.val_fraction, 0.0, 1.0, high_open=True, what="a fraction")
     _in("data.test_fraction", d.test_fraction, 0.0, 1.0, high_open=True, what="a fraction")
 

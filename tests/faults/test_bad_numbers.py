@@ -73,6 +73,7 @@ BAD = [
     ("train.early_stopping.min_delta=-0.1", ["train.early_stopping.min_delta", "-0.1"]),
     ("data.val_fraction=nan", ["data.val_fraction", "nan"]),
     ("data.test_fraction=1.5", ["data.test_fraction", "1.5"]),
+    ("data.resize=100000,100000", ["data.resize", "(100000, 100000)"]),  # was a MemoryError (47 TiB) in load
 ]
 
 
