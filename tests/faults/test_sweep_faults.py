@@ -134,10 +134,12 @@ def test_two_drivers_train_every_run_once(tmp_path):
 def test_three_drivers_split_24_runs(tmp_path):
     exp = write_experiment(tmp_path / "exp")
     grid = "train.steps=15:21 optim.lr=1e-3,3e-3 seed=0,1"  # 24 runs in 6 groups
-    t0 = time.perf_counter()
-    rc, _, err = finish(start(sweep_cmd(exp, tmp_path / "one", grid), tmp_path, tmp_path / "cache"))
-    one = time.perf_counter() - t0
-    assert rc == 0, err[-3000:]
+    one = float("nan")
+    if os.environ.get("JAXDL_SWEEP_TIMING"):  # the one-driver reference (about a minute on 2 cores): on request
+        t0 = time.perf_counter()
+        rc, _, err = finish(start(sweep_cmd(exp, tmp_path / "one", grid), tmp_path, tmp_path / "cache"))
+        one = time.perf_counter() - t0
+        assert rc == 0, err[-3000:]
     sweep = tmp_path / "three"
     t0 = time.perf_counter()
     procs = [start(sweep_cmd(exp, sweep, grid), tmp_path, tmp_path / "cache") for _ in range(3)]
