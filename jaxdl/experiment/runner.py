@@ -575,11 +575,11 @@ def load_experiment(experiment: str | Path, overrides: list[str] | None = None,
     module = config_lib.load_module(experiment)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"experiment {str(experiment)!r} has no get_config() function")
-    base = config_lib.apply_overrides(module.get_config(), overrides or [])
+    base = config_lib.apply_overrides(config_lib.call_file(experiment, module.get_config), overrides or [])
     if spec is None and sweep:
         spec = parse_sweep(sweep)
     elif spec is None and hasattr(module, "get_sweep"):
-        spec = module.get_sweep()
+        spec = config_lib.call_file(experiment, module.get_sweep)
     elif spec is None:
         raise ConfigError(f"experiment {str(experiment)!r} has no get_sweep(); pass --sweep 'key=v1,v2 …'")
     if not isinstance(spec, Spec):

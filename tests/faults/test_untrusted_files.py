@@ -369,3 +369,13 @@ def test_load_json_raises_config_error(tmp_path):
     (tmp_path / "c.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="c.json"):
         load_json(tmp_path / "c.json")
+
+
+def test_experiment_whose_get_config_raises_is_a_clean_error(tmp_path, capsys):
+    from jaxdl.cli import main
+
+    bad = tmp_path / "bad_experiment.py"
+    bad.write_text("def get_config():\n    raise RuntimeError('boom')\n")
+    assert main(["sweep", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "bad_experiment.py, line 2: get_config() raised RuntimeError: boom" in err and "Traceback" not in err
