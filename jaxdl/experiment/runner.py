@@ -257,7 +257,10 @@ def _run_group(payload: dict[str, Any]) -> dict[str, Any]:
             train_group([cfgs[i] for i in idx], [dirs[i] for i in idx], fused=decision["fused"],
                         resume=any(_has_checkpoints(dirs[i]) for i in idx), on_divergence="mark",
                         extra_config=extra, title=f"{payload['group_id']} ({len(idx)})", programs=programs,
-                        model=model)
+                        model=model,
+                        # the database says these runs are not finished: what a directory holds beyond a valid
+                        # checkpoint (logs of a failed attempt, damaged steps) is discarded, never resumed from
+                        restart=True)
             for i in idx:
                 statuses[runs[i]["run_id"]] = _record(store, runs[i]["run_id"], dirs[i])
         except PreemptedError as e:  # the training loop checkpointed on SIGTERM/SIGINT: resumed by the next sweep

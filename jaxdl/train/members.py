@@ -272,7 +272,7 @@ def restore_group(members: list[Member], target: TrainState, fused: bool):
             try:
                 pairs = [(g[0], g[1]) if g[2] == step else m.ckpt.restore(step, single)
                          for m, g in zip(members, latest)]
-            except Exception:  # noqa: BLE001 — a damaged shared step: try the one before
+            except (CheckpointDamagedError, CheckpointUnverifiedError):  # verified damage: try the step before
                 continue
             states, metas = [p[0] for p in pairs], [p[1] for p in pairs]
             break

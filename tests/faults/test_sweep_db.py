@@ -132,3 +132,29 @@ def test_deleted_run_directory_is_trained_again(swept):
     assert all(r["status"] == "completed" for r in after.values())
     steps = [json.loads(ln)["step"] for ln in (sweep / "runs" / victim / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 20
+
+
+def test_a_failed_run_with_leftover_logs_is_retrained_from_scratch(tmp_path):
+    """A run that failed after logging (no usable checkpoint) is retried by the next sweep run, not refused."""
+    import json
+
+    from jaxdl.config import Config, DataConfig, TrainConfig, model_config
+    from jaxdl.experiment import grid, run_sweep
+
+    base = Config(name="retry", model=model_config("mlp", widths=(16,)), data=DataConfig(name="digits"),
+                  train=TrainConfig(batch_size=32, steps=8, eval_every=4, progress=False, plots=False))
+    first = run_sweep(base, grid(seed=[0]), workdir=tmp_path / "sw", report=False)
+    (run_id,) = [r.run_id for r in first.plan.runs]
+    run_dir = tmp_path / "sw" / "runs" / run_id
+    import shutil
+
+    for p in (run_dir / "checkpoints").iterdir():  # the attempt left logs but no usable checkpoint
+        if p.is_dir():
+            shutil.rmtree(p)
+    (run_dir / "summary.json").unlink()  # the database now holds it as unfinished
+    again = run_sweep(base, grid(seed=[0]), workdir=tmp_path / "sw", report=False)
+    assert not again.failed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 8
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [4, 8]
