@@ -15,7 +15,7 @@ import numpy as np
 from jaxdl.checkpoint import Checkpointer, CheckpointWarning
 from jaxdl.config import Config
 from jaxdl.console import make_console
-from jaxdl.errors import CheckpointDamagedError, CheckpointError, CheckpointUnverifiedError, JaxdlError
+from jaxdl.errors import CheckpointDamagedError, CheckpointError, CheckpointUnverifiedError
 from jaxdl.tasks import mode_for
 from jaxdl.train import rundir
 from jaxdl.train.population import member, stack_members, to_host
