@@ -91,3 +91,36 @@ def test_preemption_handlers_are_restored(tmp_path):
         time.sleep(0.05)
         assert p.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_sigterm_through_a_sweep_resumes_exactly(tmp_path):
+    """The same through `jaxdl sweep`: the driver exits 4, the run is recorded preempted, a rerun finishes it, and
+    the result is bitwise the uninterrupted run's."""
+    from jaxdl.train import fit
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "jaxdl.cli", "sweep", str(ROOT / "configs" / "digits_mlp.py"), *OVERRIDES,
+           "--sweep", "seed=3", "--workdir", str(sweep), "--fuse", "never"]
+    env = {**ENV, "JAXDL_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(sweep.glob("runs/*/checkpoints/[0-9]*")):
+        time.sleep(0.05)
+    (run,) = [p.parent.parent for p in sweep.glob("runs/*/checkpoints/[0-9]*")][:1]
+    wait_for_checkpoint(proc, run / "checkpoints")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err[-2000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "preempted"
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    straight = fit(C.load_json(run / "config.json"), workdir=tmp_path / "straight")
+    (a, step_a), (b, step_b) = final_state(run), final_state(tmp_path / "straight")
+    assert step_a == step_b == 1200
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    ma = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["val/loss"], r["train/loss"]) for r in ma] == [(r["step"], r["val/loss"], r["train/loss"])
+                                                                         for r in mb]
+    assert straight.summary["test"] == json.loads((run / "summary.json").read_text())["test"]
