@@ -683,6 +683,8 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
         raise ConfigError(f"--claim-timeout: expected a positive number of seconds, got {timeout!r}")
     base, study, name = resolve_study(experiment, spec, overrides=overrides, sweep=sweep, name=name)
     sweep_dir = Path(workdir) if workdir else Path("runs") / "sweeps" / name
+    if workdir:
+        rundir.ensure_dir(sweep_dir, "--workdir")
     base = with_data(base, data, sweep_dir)  # written before planning: the plan loads it to size the members
     plan = build_plan(base, study, name, model=model)
     print_plan(plan, fuse, console=console, members=dry_run)

@@ -437,6 +437,8 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         else:
             source = data
     run_dir = Path(workdir) if workdir is not None else rundir.new_run_dir(cfg, runs_root)
+    if workdir is not None:
+        rundir.ensure_dir(run_dir, "workdir")
     return train_group([cfg], [run_dir], resume=resume, dataset=dataset, model=model, source=source,
                        restart=restart)[0]
 

@@ -28,6 +28,23 @@ CURVES_FILE = "curves.png"
 _NOT_SCALARS = ("step", "epoch", "time")
 
 
+def ensure_dir(path: str | Path, what: str = "--workdir") -> Path:
+    """``path`` as a directory jaxdl can write, created if needed; a clean ConfigError naming ``what`` and the path
+    when it is a file, cannot be created or is not writable (never a raw OSError traceback)."""
+    from jaxdl.errors import ConfigError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {p}: exists and is not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{what} {p}: cannot create it ({e.strerror or type(e).__name__})") from e
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {p}: not writable")
+    return p
+
+
 def new_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(root) / cfg.name
