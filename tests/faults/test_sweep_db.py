@@ -8,42 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-EXPERIMENT = '''
-from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config
-from jaxdl.experiment import grid
-
-
-def get_config():
-    return Config(
-        name="dbfault",
-        model=model_config("mlp", widths=(16,)),
-        data=DataConfig(name="digits"),
-        loss=LossConfig(name="cross_entropy"),
-        optim=OptimConfig(name="adam", lr=3e-3),
-        train=TrainConfig(batch_size=32, steps=20, eval_every=10, checkpoint_every=10, keep_checkpoints=1,
-                          driver="scan", chunk_steps=10, progress=False, plots=False),
-    )
-
-
-def get_sweep():
-    return grid(**{"optim.lr": [1e-3, 3e-3, 1e-2]}, seed=[0, 1])
-'''
-
-
-def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAXDL_CACHE_DIR": str(cache),
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
+from sweep_testing import env, write_experiment
 
 def jaxdl(*args, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jaxdl.cli", *map(str, args)], cwd=cwd, env=_env(cache),
+    return subprocess.run([sys.executable, "-m", "jaxdl.cli", *map(str, args)], cwd=cwd, env=env(cache),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -62,8 +34,7 @@ def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweepdb")
     cache = root / "cache"
     cache.mkdir()
-    exp = root / "dbfault.py"
-    exp.write_text(textwrap.dedent(EXPERIMENT))
+    exp = write_experiment(root, "dbfault", 'grid(**{"optim.lr": [1e-3, 3e-3, 1e-2]}, seed=[0, 1])')
     sweep = root / "sweep"
     out = jaxdl("sweep", exp, "--workdir", sweep, "--fuse", "always", cwd=root, cache=cache)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -11,47 +11,14 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from sweep_testing import env, write_experiment
 
-EXPERIMENT = '''
-from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config
-from jaxdl.experiment import grid
-
-
-def get_config():
-    return Config(
-        name="{name}",
-        model=model_config("mlp", widths=(16,)),
-        data=DataConfig(name="digits"),
-        loss=LossConfig(name="cross_entropy"),
-        optim=OptimConfig(name="adam", lr=3e-3),
-        train=TrainConfig(batch_size=32, steps=20, eval_every=10, checkpoint_every=10, keep_checkpoints=1,
-                          driver="scan", chunk_steps=10, progress=False, plots=False),
-    )
-
-
-def get_sweep():
-    return grid(seed=[0, 1])
-'''
 FOUR_GROUPS = "train.steps=17,18,19,20 seed=0,1"  # 8 runs; the step count is part of a group's signature
-
-
-def write_experiment(directory: Path, name: str = "faulty") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.py"
-    path.write_text(textwrap.dedent(EXPERIMENT).format(name=name))
-    return path
-
-
-def env(cache: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAXDL_CACHE_DIR": str(cache),
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
 
 
 def sweep_cmd(exp: Path, workdir: Path, sweep: str, *args: str) -> list[str]:
