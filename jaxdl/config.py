@@ -90,6 +90,10 @@ class DataConfig:
     context: int | None = None
     horizon: int = 1
     stride: int = 1
+    # Series: the seasonal period in steps (12 for monthly data with a yearly cycle) used by the seasonal-naive
+    # baseline and the MASE scale. None: the data set's default (elec_equip 12, co2 52, macrodata 4, sunspots 11;
+    # otherwise 1, when seasonal naive is the naive forecast).
+    season: int | None = None
     # Text: tokens per block (an example holds block_size + 1 character ids: inputs and targets are a shift), and the
     # file pattern read from a directory (default *.txt), e.g. "*.py".
     block_size: int = 128

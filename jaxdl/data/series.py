@@ -106,8 +106,9 @@ def build_series(src: ArraySource, cfg) -> Dataset:
 
     def stamp(i):
         return None if time is None else str(time[i])
+    season = cfg.season if cfg.season is not None else int(src.info.get("season", 1))
     info = {"split": strategy, "columns": names_all, "target_columns": tcols, "context": context,
-            "horizon": horizon, "stride": stride, "missing": how,
+            "horizon": horizon, "stride": stride, "missing": how, "season": season,
             "spans": {p: {"steps": [sl.start, sl.stop], "first_time": stamp(sl.start), "last_time": stamp(sl.stop - 1)}
                       for p, sl in zip(("train", "val", "test"), spans)},
             "normalization": {} if mean is None else {"series": {"mean": mean.tolist(), "std": std.tolist()}}}
@@ -124,14 +125,16 @@ def build_series(src: ArraySource, cfg) -> Dataset:
 # name -> (module, value columns (None: every column but the time ones), renames, description, defaults)
 STATSMODELS_SERIES = {
     "co2": ("co2", None, {}, "Weekly atmospheric CO2 (ppm) at Mauna Loa, 1958-2001 (statsmodels); 59 weeks are "
-            "missing and are linearly interpolated by default", {"missing": "interpolate"}),
+            "missing and are linearly interpolated by default", {"missing": "interpolate", "season": 52}),
     "elec_equip": ("elec_equip", None, {"STS.M.I7.W.TOVT.NS0016.4.000": "elec_equip"},
-                   "Monthly euro-area electrical equipment orders index, 1995-2016 (statsmodels)", {"context": 12}),
-    "sunspots": ("sunspots", ("SUNACTIVITY",), {}, "Yearly sunspot activity, 1700-2008 (statsmodels)", {}),
+                   "Monthly euro-area electrical equipment orders index, 1995-2016 (statsmodels)",
+                   {"context": 12, "season": 12}),
+    "sunspots": ("sunspots", ("SUNACTIVITY",), {}, "Yearly sunspot activity, 1700-2008 (statsmodels)",
+                 {"season": 11}),
     "nile": ("nile", ("volume",), {}, "Yearly Nile flow at Aswan (10^8 m^3), 1871-1970 (statsmodels)",
              {"context": 10}),
     "macrodata": ("macrodata", None, {}, "Quarterly US macroeconomic data, 1959-2009 (statsmodels); time is "
-                  "year + (quarter - 1) / 4", {"context": 8}),
+                  "year + (quarter - 1) / 4", {"context": 8, "season": 4}),
 }
 
 
@@ -179,6 +182,9 @@ def check_series_config(cfg) -> None:
         v = getattr(cfg, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"data.{key}: expected an int >= 1, got {v!r}")
+    if cfg.season is not None and (isinstance(cfg.season, bool) or not isinstance(cfg.season, int)
+                                   or cfg.season < 1):
+        raise ConfigError(f"data.season: expected an int >= 1 or None, got {cfg.season!r}")
     if cfg.context is not None and (isinstance(cfg.context, bool) or not isinstance(cfg.context, int)
                                     or cfg.context < 1):
         raise ConfigError(f"data.context: expected an int >= 1 or None, got {cfg.context!r}")

@@ -1,7 +1,7 @@
 """Objectives: a task owns its players, loss, RNG streams, metrics and dynamic numbers (see :mod:`.base`).
 
 ``build(cfg, dataset, model)`` makes the task named by ``cfg.task`` (``auto``: classification for labelled data,
-regression for float targets and series). New tasks register with :func:`register` and implement
+regression for float targets, forecast for series, language_model for text). New tasks register with :func:`register` and implement
 :class:`Task`; see ``docs/ARCHITECTURE.md`` for a worked example.
 """
 
@@ -11,12 +11,15 @@ from jaxdl.errors import ConfigError
 from jaxdl.registry import unknown_message
 from jaxdl.tasks.base import TASKS, Derived, Task, mode_for, register, stream_id
 from jaxdl.tasks.classification import Classification
+from jaxdl.tasks.forecasting import Forecast
+from jaxdl.tasks.language_model import LanguageModel
 from jaxdl.tasks.regression import Regression
 
-__all__ = ["TASKS", "Classification", "Derived", "Regression", "Task", "build", "mode_for", "names", "register",
+__all__ = ["TASKS", "Classification", "Derived", "Forecast", "LanguageModel", "Regression", "Task", "build", "mode_for", "names", "register",
            "resolve", "stream_id"]
 
-KIND_TASKS = {"classification": "classification", "regression": "regression", "series": "regression"}
+KIND_TASKS = {"classification": "classification", "regression": "regression", "series": "forecast",
+              "text": "language_model"}
 
 
 def names() -> list[str]:

@@ -132,6 +132,25 @@ class Task:
         return out
 
     # ---------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def model_input(cls, shape: tuple[int, ...], kind: str) -> tuple[tuple[int, ...], str]:
+        """Per-example shape and kind (``float`` | ``int``) of what the model reads, given the data set's first
+        input's (a language model reads all but the last token of a block)."""
+        return shape, kind
+
+    @classmethod
+    def outputs_needed(cls, ds) -> int:
+        """How many outputs per example the model needs on ``ds``: by default the elements of one target."""
+        shape, _ = ds.train.example_spec()[ds.targets[0]]
+        return int(math.prod(shape)) if shape else 1
+
+    def artifacts(self, params: dict[str, Any], model_state: dict[str, Any], dataset, run_dir, plots: bool = True
+                  ) -> dict[str, Any]:
+        """Results computed once after training from the chosen variables (``{player: tree}``): baselines, plots,
+        samples. Files go to ``run_dir``; the returned dict is merged into ``summary.json``. None by default."""
+        del params, model_state, dataset, run_dir, plots
+        return {}
+
     def hparams(self) -> dict[str, float]:
         """The task's own dynamic numbers beyond the shared table (see :func:`jaxdl.train.step.make_hparams`)."""
         return {}

@@ -117,6 +117,13 @@ class Classification(Task):
         return cls(model, dataset.inputs, dataset.targets, loss_fn, augment,
                    train_mode=cfg.train.batch_stats == "update", dropout=dropout)
 
+    @classmethod
+    def outputs_needed(cls, ds) -> int:
+        if ds.num_classes is None:
+            raise ConfigError(f"task=classification needs class labels; data set {ds.name!r} has {ds.kind} "
+                              "targets (use task=regression)")
+        return int(ds.num_classes)
+
     @property
     def label_key(self) -> str:
         return self.targets[0]

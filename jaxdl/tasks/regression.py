@@ -50,7 +50,9 @@ class Regression(Task):
         return cls(model, dataset.inputs, dataset.targets, name, train_mode=cfg.train.batch_stats == "update",
                    dropout=dropout)
 
-    def loss(self, player, params, model_state, batch, rngs, hp, train):
+    def forward(self, player, params, model_state, batch, rngs, hp, train):
+        """The model's predictions shaped like the target: ``(pred, target, mask, weight, new_state)`` with ``mask``
+        broadcastable to the target and ``weight`` the number of (masked) target elements."""
         model = self.models[player]
         training = train and self.train_mode
         kwargs = {"rng": rngs["dropout"], "dropout_rate": hp["dropout"] if self.dropout else 0.0} if training else {}
@@ -64,15 +66,20 @@ class Regression(Task):
         mask = batch.get("mask")
         m = jnp.ones(target.shape[:1], jnp.float32) if mask is None else mask
         m = m.reshape(m.shape + (1,) * (target.ndim - 1))
-        per_example = target[0].size
-        weight = masked_count(batch, target.shape[0]) * per_example
-        sums = {k: jnp.sum(_elementwise(k, pred, target) * m) for k in ("mse", "mae")}
-        objective = sums.get(self.loss_name)
-        if objective is None:
-            objective = jnp.sum(_elementwise(self.loss_name, pred, target) * m)
-        value = objective / jnp.maximum(weight, 1.0)
-        stats = {"loss": (objective, weight), "mse": (sums["mse"], weight), "mae": (sums["mae"], weight)}
-        return value, (stats, {**model_state, player: new_state})
+        weight = masked_count(batch, target.shape[0]) * target[0].size
+        return pred, target, m, weight, {**model_state, player: new_state}
+
+    def objective(self, pred, target, m, weight):
+        """The training loss (a mean over masked target elements) and its ``(sum, weight)`` statistic."""
+        total = jnp.sum(_elementwise(self.loss_name, pred, target) * m)
+        return total / jnp.maximum(weight, 1.0), (total, weight)
+
+    def loss(self, player, params, model_state, batch, rngs, hp, train):
+        pred, target, m, weight, new_state = self.forward(player, params, model_state, batch, rngs, hp, train)
+        value, loss_stat = self.objective(pred, target, m, weight)
+        stats = {"loss": loss_stat,
+                 **{k: (jnp.sum(_elementwise(k, pred, target) * m), weight) for k in ("mse", "mae")}}
+        return value, (stats, new_state)
 
     def metric_names(self) -> list[str]:
         return ["loss", "mse", "mae", "rmse"]

@@ -391,6 +391,10 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             "wall_time_s": round(m.elapsed_before + wall, 3),
             "steps_per_s": round(train_steps / train_time, 2) if train_time > 0 else None,
         }
+        if summary["status"] == "completed":
+            summary.update(task.artifacts(by_player(task, chosen[i]["params"]),
+                                          by_player(task, chosen[i]["model_state"]), s.dataset, m.run_dir,
+                                          plots=m.cfg.train.plots))
         rundir.write_summary(m.run_dir, summary)
         records = m.log.read()
         if m.cfg.train.plots:

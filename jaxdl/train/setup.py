@@ -8,7 +8,6 @@ errors surface before anything compiles.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -94,26 +93,21 @@ def _input_spec(ds) -> tuple[Any, str]:
 
 
 def outputs_needed(ds, task_name: str) -> int:
-    """How many outputs the model needs: classes, or the number of elements of one target."""
-    if task_name == "classification":
-        if ds.num_classes is None:
-            raise ConfigError(f"task=classification needs class labels; data set {ds.name!r} has {ds.kind} "
-                              "targets (use task=regression)")
-        return int(ds.num_classes)
-    shape, _ = ds.train.example_spec()[ds.targets[0]]
-    return int(math.prod(shape)) if shape else 1
+    """How many outputs the model needs: classes, vocabulary, or the number of elements of one target."""
+    return tasks.TASKS[task_name].outputs_needed(ds)
 
 
 def build_model(cfg: Config, ds, task_name: str, model: Any = None) -> tuple[models.Model, bool]:
     """The model of ``cfg.model`` sized for ``ds`` — or a user's model (a :class:`~jaxdl.models.Model`, a Linen
     module, an NNX module or a ``rngs -> nnx.Module`` constructor). Returns ``(model, is_user_model)``."""
-    shape, kind = _input_spec(ds)
+    task_cls = tasks.TASKS[task_name]
+    shape, kind = task_cls.model_input(*_input_spec(ds))
     if model is not None:
         return models.as_model(model, input_shape=shape if len(ds.inputs) == 1 else None, input_kind=kind), True
-    n = outputs_needed(ds, task_name)
+    n = task_cls.outputs_needed(ds)
     if task_name != "classification" and cfg.model.num_classes is not None and cfg.model.num_classes != n:
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but each target of {ds.name!r} has {n} "
-                          "values")
+        what = "a vocabulary of" if task_name == "language_model" else "each target of"
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but {what} {ds.name!r} has {n} values")
     # a zoo model reads what its family reads (an image model given uint8 pixels is an error naming it)
     return models.from_config(cfg.model, num_classes=n, input_shape=shape), False
 
