@@ -138,6 +138,38 @@ def by_config(rows: list[dict[str, Any]], swept: list[str], label_axes: list[str
     return out, ["rank", *keys, *[f"{c} {s}" for c in pair for s in ("mean", "std")], "n"]
 
 
+def baselines(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of the baselines the task computed beside the runs (``summary["baselines"]``: naive, seasonal-naive and
+    drift forecasts; unigram and bigram language models), one per baseline and data setup (runs that share their data
+    share their baselines), with a ``split/metric`` column for each value."""
+    rows, seen, columns = [], set(), set()
+    for r in runs:
+        if r["status"] not in FINISHED or not r.get("run_dir"):
+            continue
+        try:
+            found = json.loads((Path(r["run_dir"]) / "summary.json").read_text()).get("baselines")
+        except (OSError, ValueError):
+            continue
+        if not found:
+            continue
+        data = (r.get("config") or {}).get("data") or {}
+        setup = ", ".join(f"{k}={data[k]}" for k in ("name", "context", "horizon", "block_size") if data.get(k))
+        key = json.dumps([setup, found], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        names = sorted({n for split in SPLITS for n in (found.get(split) or {})})
+        for name in names:
+            row: dict[str, Any] = {"baseline": name, "data": setup}
+            for split in SPLITS:
+                for m, v in ((found.get(split) or {}).get(name) or {}).items():
+                    row[f"{split}/{m}"] = v
+                    columns.add(f"{split}/{m}")
+            rows.append(row)
+    order = sorted(columns, key=lambda c: (c.split("/")[1], c.split("/")[0] != "val"))
+    return rows, ["baseline", "data", *order]
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------------------------
@@ -192,13 +224,18 @@ def _ranking_note(metric: str, mode: str) -> str:
     return f"Ranked by {metric} ({best} is better) as asked: choosing by a test metric leaks the test set."
 
 
-def _markdown(rows, columns, metric, mode, config_rows=None, config_columns=None) -> str:
+def _markdown(rows, columns, metric, mode, config_rows=None, config_columns=None, base=None) -> str:
     lines = [_ranking_note(metric, mode), "", *_md_table(rows, columns)]
     if config_rows is not None:
         shown, cols = _display_config_rows(config_rows, config_columns)
         lines += ["", f"Per configuration: mean ± std (sample std) over seeds of {metric}, n seeds each; ranked by "
                   "the mean.", "", *_md_table(shown, cols)]
+    if base and base[0]:
+        lines += ["", BASELINE_NOTE, "", *_md_table(*base)]
     return "\n".join(lines) + "\n"
+
+
+BASELINE_NOTE = "Baselines computed by the library on the same data, split and horizon (no training, no choice):"
 
 
 def _csv_text(rows, columns) -> str:
@@ -235,11 +272,12 @@ def make_report(sweep_dir: str | Path, *, metric: str | None = None, fmt: str = 
     values_cols = metric_columns(metric, runs)
     columns = ["rank", "run", "status", "model", *label_axes, *swept, *values_cols, "wall_s"]
     configs, config_cols = by_config(rows, swept, label_axes, metric, mode, values_cols)
+    base = baselines(runs)
 
     md = sweep_dir / "report.md"
     csv_path = sweep_dir / "report.csv"
     config_csv = sweep_dir / "report_by_config.csv"
-    md.write_text(_markdown(rows, columns, metric, mode, configs, config_cols))
+    md.write_text(_markdown(rows, columns, metric, mode, configs, config_cols, base))
     csv_path.write_text(_csv_text(rows, columns + ["group", "run_dir", "error"]))
     config_csv.write_text(_csv_text(configs, config_cols))
     paths = make_plots(store, rows, swept, label_axes, metric, sweep_dir / "plots", runs=runs) if plots else []
@@ -265,9 +303,16 @@ def make_report(sweep_dir: str | Path, *, metric: str | None = None, fmt: str = 
         for row in shown_cfg[:limit] if limit else shown_cfg:
             ctable.add_row(*[row.get(c, "-") for c in cfg_cols])
         console.print(ctable)
+        if base[0]:
+            btable = Table(title=BASELINE_NOTE)
+            for c in base[1]:
+                btable.add_column(c, justify="left" if c in ("baseline", "data") else "right")
+            for row in base[0]:
+                btable.add_row(*[_fmt(row.get(c)) for c in base[1]])
+            console.print(btable)
     elif fmt == "md":
         shown_cfg = configs[:limit] if limit else configs
-        console.print(_markdown(shown, columns, metric, mode, shown_cfg, config_cols), markup=False,
+        console.print(_markdown(shown, columns, metric, mode, shown_cfg, config_cols, base), markup=False,
                       highlight=False, soft_wrap=True, emoji=False)
     else:
         console.print(_csv_text(shown, columns).rstrip("\n"), markup=False, highlight=False, soft_wrap=True,

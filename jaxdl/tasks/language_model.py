@@ -136,8 +136,12 @@ class LanguageModel(Task):
         return out
 
 
-def ngram_summary(ds) -> dict[str, dict[str, float]]:
-    """The n-gram baselines of a text data set (see :func:`jaxdl.tasks.baselines.ngram_baselines`)."""
+def ngram_summary(ds) -> dict[str, dict[str, Any]]:
+    """The n-gram baselines of a text data set in a run summary's layout: ``{"test": {"unigram": {"bpc": …},
+    "bigram": {"bpc": …}}, "entropy_bits": {"unigram": H(X), "bigram": H(X_t | X_{t-1})}}`` (see
+    :func:`jaxdl.tasks.baselines.ngram_baselines`)."""
     spans = ds.info["spans"]
-    return baselines.ngram_baselines(np.asarray(ds.train.view.tokens), ds.num_classes, tuple(spans["train"]),
-                                     tuple(spans["test"]))
+    b = baselines.ngram_baselines(np.asarray(ds.train.view.tokens), ds.num_classes, tuple(spans["train"]),
+                                  tuple(spans["test"]))
+    return {"test": {name: {"bpc": v["heldout_bpc"]} for name, v in b.items()},
+            "entropy_bits": {name: v["entropy"] for name, v in b.items()}}
