@@ -94,6 +94,10 @@ class DataConfig:
     # baseline and the MASE scale. None: the data set's default (elec_equip 12, co2 52, macrodata 4, sunspots 11;
     # otherwise 1, when seasonal naive is the naive forecast).
     season: int | None = None
+    # Series, forecast task: none | last. last: the model reads each window minus its last value (per column) and
+    # forecasts the change from that value, which is added back — a model can then follow a level or trend beyond
+    # the training span's range (a tanh network forecasting absolute standardised values cannot).
+    level: str = "none"
     # Text: tokens per block (an example holds block_size + 1 character ids: inputs and targets are a shift), and the
     # file pattern read from a directory (default *.txt), e.g. "*.py".
     block_size: int = 128

@@ -182,6 +182,8 @@ def check_series_config(cfg) -> None:
         v = getattr(cfg, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"data.{key}: expected an int >= 1, got {v!r}")
+    if cfg.level not in ("none", "last"):
+        raise ConfigError(f"data.level: expected 'none' or 'last', got {cfg.level!r}")
     if cfg.season is not None and (isinstance(cfg.season, bool) or not isinstance(cfg.season, int)
                                    or cfg.season < 1):
         raise ConfigError(f"data.season: expected an int >= 1 or None, got {cfg.season!r}")

@@ -8,6 +8,10 @@ seasonal-naive forecast on the training span, per target column, averaged: below
 error). After training, the naive, seasonal-naive and drift forecasts of the same windows
 (:mod:`jaxdl.tasks.baselines`) are scored with the same metrics and written to ``summary.json`` under
 ``baselines``, and ``forecast.png`` plots the model's forecasts against the actual test span.
+
+``data.level=last`` makes the model read each window minus its last value and forecast the change from it (added back
+before the loss): a model can then follow a level or trend beyond the range of the training span, as a network that
+forecasts absolute standardised values through saturating units cannot.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ class Forecast(Regression):
     monitor = "val/loss"
 
     def __init__(self, model: Model, inputs, targets, loss: str, offset: np.ndarray, scale: np.ndarray,
-                 mase_scale: np.ndarray, **kw):
+                 mase_scale: np.ndarray, level: str = "none", target_columns=(0,), **kw):
         super().__init__(model, inputs, targets, loss, **kw)
+        self.level, self.target_columns = level, np.asarray(target_columns, np.int32)
         self.offset = np.asarray(offset, np.float32)  # (K,) per target column
         self.scale = np.asarray(scale, np.float32)
         self.mase_scale = np.asarray(mase_scale, np.float32)
@@ -55,7 +60,22 @@ class Forecast(Regression):
         scale = np.ones(k) if dataset.std is None else np.asarray(dataset.std)[cols]
         name = "mse" if cfg.loss.name == "auto" else cfg.loss.name
         return cls(model, dataset.inputs, dataset.targets, name, offset, scale, baselines.mase_scale(dataset),
-                   train_mode=cfg.train.batch_stats == "update", dropout=dropout)
+                   level=cfg.data.level, target_columns=cols, train_mode=cfg.train.batch_stats == "update",
+                   dropout=dropout)
+
+    def model_inputs(self, batch):
+        x = batch[self.inputs[0]]
+        return x - x[:, -1:, :] if self.level == "last" else x
+
+    def _level(self, x: jax.Array) -> jax.Array:
+        """What the model's outputs are relative to: ``(B, 1, K)`` last target values, or 0."""
+        if self.level != "last":
+            return jnp.zeros((), jnp.float32)
+        return x[:, -1:, :][..., self.target_columns].astype(jnp.float32)
+
+    def forward(self, player, params, model_state, batch, rngs, hp, train):
+        pred, target, m, weight, new_state = super().forward(player, params, model_state, batch, rngs, hp, train)
+        return pred + self._level(batch[self.inputs[0]]), target, m, weight, new_state
 
     def original(self, values: jax.Array) -> jax.Array:
         """Standardised ``(..., K)`` values in original units."""
@@ -80,9 +100,9 @@ class Forecast(Regression):
 
     def predict(self, params, model_state, inputs):
         """Forecasts ``(batch, horizon, K)`` in original units (inputs standardised as the training data were)."""
-        out = super().predict(params, model_state, inputs)
+        out = super().predict(params, model_state, self.model_inputs({self.inputs[0]: inputs}))
         k = len(self.offset)
-        return self.original(out.reshape(out.shape[0], -1, k).astype(jnp.float32))
+        return self.original(out.reshape(out.shape[0], -1, k).astype(jnp.float32) + self._level(inputs))
 
     # ---------------------------------------------------------------------------------------------------------------
     def artifacts(self, params: dict[str, Any], model_state: dict[str, Any], dataset, run_dir: Path,

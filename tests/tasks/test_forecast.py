@@ -92,3 +92,28 @@ def test_season_defaults_and_check():
     assert data_lib.load(DataConfig(name="elec_equip")).info["season"] == 12
     with pytest.raises(ConfigError, match=r"data.season: expected an int >= 1 or None, got 0"):
         data_lib.load(DataConfig(name="elec_equip", season=0))
+
+
+def test_level_last_forecasts_the_change_from_the_last_value(tmp_path):
+    """A model that outputs zeros forecasts 'no change': with data.level=last that is exactly the naive forecast."""
+    import flax.linen as nn
+
+    class Zero(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return 0.0 * nn.Dense(6)(x.reshape(x.shape[0], -1))
+
+    t, y = seasonal_series()
+    source = data_lib.from_arrays(y=y + 0.5 * t, time=t.astype(np.float64), kind="series")
+    cfg = Config(name="zero", data=DataConfig(kind="series", context=12, horizon=6, season=12, level="last"),
+                 train=TrainConfig(batch_size=8, steps=1, progress=False, checkpoints=False, plots=False))
+    result = fit(cfg, data=source, model=Zero(), workdir=tmp_path)
+    naive = result.summary["baselines"]["test"]["naive"]
+    for k in ("rmse", "mae", "mape", "mase"):
+        assert np.isclose(result.summary["test"][k], naive[k], rtol=1e-4), k
+    ds = result.setup.dataset
+    window = ds.test.batch([0])["inputs"]
+    last = window[0, -1, 0] * ds.std[0] + ds.mean[0]
+    assert np.allclose(result.predict(window, standardize=False), last, rtol=1e-5)
+    with pytest.raises(Exception, match=r"data.level: expected 'none' or 'last', got 'first'"):
+        data_lib.load(DataConfig(kind="series", context=12, level="first"), source=source)
