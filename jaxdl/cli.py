@@ -182,11 +182,12 @@ def cmd_explain(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from jaxdl.convert import convert_file, parse_input_shape
+    from jaxdl.convert import convert_file, parse_input_shape, parse_model_fields
 
     shape = parse_input_shape(args.input_shape)
+    fields = parse_model_fields(args.model, args.overrides)
     out, report = convert_file(args.src, args.dst, args.model, num_classes=args.num_classes, input_shape=shape,
-                               strict=not args.allow_missing)
+                               strict=not args.allow_missing, fields=fields)
     print(report.describe())
     print(f"wrote {out}  (use it with train.init_from={out})")
     return 0
@@ -299,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("dst")
     cv.add_argument("--model", required=True, help="jaxdl model name, e.g. resnet18, vgg11_bn, efficientnet_lite0")
     cv.add_argument("--num-classes", type=int, default=1000)
-    cv.add_argument("--input-shape", default="224,224,3", help="per-example input shape H,W,C")
+    cv.add_argument("overrides", nargs="*",
+                    help="model config fields, e.g. model.cell=gru model.hidden_size=128 (recurrent models)")
+    cv.add_argument("--input-shape", default="224,224,3",
+                    help="per-example input shape: H,W,C for images, T for token sequences")
     cv.add_argument("--allow-missing", action="store_true",
                     help="write the file even if some variables are missing/unexpected (they are listed)")
     cv.set_defaults(fn=cmd_convert)

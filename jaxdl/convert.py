@@ -283,7 +283,8 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or any(d < 1 or d > 1 << 16 for d in shape):
-        raise ConfigError(f"--input-shape: expected positive integers H,W,C such as 224,224,3, got {text!r}")
+        raise ConfigError(f"--input-shape: expected positive integers such as 224,224,3 (H,W,C) or 32 (a token "
+                          f"sequence's length), got {text!r}")
     return shape
 
 
@@ -359,28 +360,100 @@ def _lite(module: str) -> str:
     return table.get(module, module.replace(".", "/"))
 
 
+def _plain(module: str) -> str:
+    """Module paths as they are (``embedding``, ``rnn``, ``head``): the recurrent families."""
+    return module.replace(".", "/")
+
+
 RULES: dict[str, Callable[[str], str]] = {"resnet": _resnet, "vgg": _sequential, "alexnet": _sequential,
-                                          "efficientnet_lite": _lite}
+                                          "efficientnet_lite": _lite, "rnn_lm": _plain, "rnn_classifier": _plain,
+                                          "rnn_forecaster": _plain}
+
+# Torch modules that are ``nn.Embedding`` per family: their 2-D ``weight`` is a (V, E) table kept as is
+# (``params/<path>/embedding``), not a linear weight to transpose.
+EMBEDDINGS: dict[str, tuple[str, ...]] = {"rnn_lm": ("embedding",), "rnn_classifier": ("embedding",),
+                                          "rnn_forecaster": ("embedding",)}
+
+# nn.LSTM / nn.GRU entries: weight_ih_l1_reverse, bias_hh_l0 … (proj_size's weight_hr_l* is not supported).
+_RNN_LEAF = re.compile(r"^(weight|bias)_(ih|hh)_l(\d+)(_reverse)?$")
+
+
+def recurrent_key(key: str, rename: Callable[[str], str] = _plain) -> tuple[str, bool] | None:
+    """``(jaxdl path, transpose)`` of an ``nn.LSTM``/``nn.GRU`` state-dict key, or None for other keys.
+
+    ``rnn.weight_ih_l1_reverse`` → ``("params/rnn/l1_reverse/weight_ih", True)``; ``bias_hh_l0`` (a bare module)
+    → ``("params/l0/bias_hh", False)``. Matrices are transposed from PyTorch's (G*H, in) to (in, G*H)."""
+    module, _, leaf = key.rpartition(".")
+    m = _RNN_LEAF.match(leaf)
+    if m is None:
+        return None
+    kind, which, layer, reverse = m.groups()
+    base = rename(module) if module else ""
+    sub = f"l{layer}{reverse or ''}"
+    path = SEP.join(p for p in ("params", base, sub, f"{kind}_{which}") if p)
+    return path, kind == "weight"
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def convert_recurrent_state_dict(state_dict: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Variables ``{"params": …}`` for :class:`jaxdl.nn.Recurrent` from an ``nn.LSTM``/``nn.GRU`` state dict
+    (numpy arrays or torch tensors). Module paths in the keys are kept (``rnn.weight_ih_l0`` →
+    ``params/rnn/l0/weight_ih``); ``prefix`` (``"rnn"``, ``"encoder/rnn"``) places a bare module's entries under
+    that path. A key that is not a recurrent weight raises CheckpointError naming it."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in state_dict.items():
+        mapped = recurrent_key(key)
+        if mapped is None:
+            raise CheckpointError(f"state dict entry {key!r} is not an nn.LSTM/nn.GRU weight "
+                                  "(weight_ih_l<k>[_reverse], weight_hh_l<k>…, bias_ih_l<k>…, bias_hh_l<k>…)")
+        path, transpose = mapped
+        if prefix:
+            path = f"params{SEP}{prefix.strip(SEP)}{SEP}{path.removeprefix('params' + SEP)}"
+        value = _numpy(value)
+        flat[path] = value.T if transpose else value
+    return unflatten(flat)
+
+
+def _family(model_name: str) -> str | None:
+    for prefix in sorted(RULES, key=len, reverse=True):
+        if model_name.startswith(prefix):
+            return prefix
+    return None
 
 
 def rule_for(model_name: str) -> Callable[[str], str]:
-    for prefix, rule in sorted(RULES.items(), key=lambda kv: -len(kv[0])):
-        if model_name.startswith(prefix):
-            return rule
+    family = _family(model_name)
+    if family is not None:
+        return RULES[family]
     raise ConfigError(f"no PyTorch import rules for model {model_name!r}; known families: {', '.join(RULES)}")
 
 
 def convert_state_dict(state_dict: dict[str, np.ndarray], model_name: str) -> dict[str, Any]:
-    """Variables ``{"params": …, "batch_stats": …}`` from a torchvision-layout state dict."""
+    """Variables ``{"params": …, "batch_stats": …}`` from a torchvision-layout state dict.
+
+    ``nn.LSTM``/``nn.GRU`` entries go to ``params/<path>/l<k>[_reverse]/{weight,bias}_{ih,hh}`` (matrices
+    transposed), the family's ``nn.Embedding`` weights (:data:`EMBEDDINGS`) to ``params/<path>/embedding``."""
     rename = rule_for(model_name)
+    embeddings = EMBEDDINGS.get(_family(model_name) or "", ())
     flat: dict[str, np.ndarray] = {}
     for key, value in state_dict.items():
         module, _, leaf = key.rpartition(".")
         path = rename(module)
-        value = np.asarray(value)
+        value = _numpy(value)
         if leaf == "num_batches_tracked":
             continue
-        if leaf == "running_mean":
+        recurrent = recurrent_key(key, rename)
+        if recurrent is not None:
+            target, transpose = recurrent
+            flat[target] = value.T if transpose else value
+        elif leaf == "weight" and module in embeddings:
+            flat[f"params/{path}/embedding"] = value  # (V, E) as in PyTorch
+        elif leaf == "running_mean":
             flat[f"batch_stats/{path}/mean"] = value
         elif leaf == "running_var":
             flat[f"batch_stats/{path}/var"] = value
@@ -437,14 +510,15 @@ def flatten_abstract(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def import_torch(path: str | Path, model_name: str, num_classes: int = 1000, input_shape=(224, 224, 3),
-                 strict: bool = True) -> tuple[dict[str, Any], ImportReport]:
-    """Read ``path``, convert it for ``model_name`` and check it against that model's variables.
+                 strict: bool = True, fields: dict[str, Any] | None = None) -> tuple[dict[str, Any], ImportReport]:
+    """Read ``path``, convert it for ``model_name`` (built with config ``fields``, e.g. ``cell="gru"``,
+    ``hidden_size=128``) and check it against that model's variables.
 
     With ``strict`` any missing, unexpected or mis-shaped entry raises CheckpointError listing them by name.
     """
     from jaxdl import models
 
-    model = models.get(model_name, num_classes=num_classes, input_shape=input_shape)
+    model = models.get(model_name, num_classes=num_classes, input_shape=input_shape, **(fields or {}))
     variables = convert_state_dict(read_state_dict(path), model_name)
     report = check_against(variables, model.abstract_variables())
     if strict and not report.ok:
@@ -453,13 +527,45 @@ def import_torch(path: str | Path, model_name: str, num_classes: int = 1000, inp
 
 
 def convert_file(src: str | Path, dst: str | Path, model_name: str, num_classes: int = 1000,
-                 input_shape=(224, 224, 3), strict: bool = True) -> tuple[Path, ImportReport]:
-    """``jaxdl convert``: write ``src``'s weights as a jaxdl variables file (.npz) for ``model_name``."""
-    variables, report = import_torch(src, model_name, num_classes, input_shape, strict)
-    out = save_variables(dst, variables, {"source": str(src), "model": model_name, "num_classes": num_classes})
+                 input_shape=(224, 224, 3), strict: bool = True,
+                 fields: dict[str, Any] | None = None) -> tuple[Path, ImportReport]:
+    """``jaxdl convert``: write ``src``'s weights as a jaxdl variables file (.npz) for ``model_name`` built with
+    config ``fields``."""
+    variables, report = import_torch(src, model_name, num_classes, input_shape, strict, fields)
+    meta = {"source": str(src), "model": model_name, "num_classes": num_classes}
+    if fields:
+        meta["fields"] = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+    out = save_variables(dst, variables, meta)
     return out, report
 
 
-__all__ = ["ImportReport", "PACKAGED", "RULES", "check_against", "check_arrays", "convert_file", "convert_state_dict", "flatten",
-           "import_torch", "load_pretrained", "load_variables", "packaged_weights", "parse_input_shape", "read_safetensors",
-           "read_state_dict", "rule_for", "save_variables", "unflatten", "write_safetensors"]
+def parse_model_fields(model_name: str, overrides: list[str]) -> dict[str, Any]:
+    """``["model.cell=gru", "model.hidden_size=128"]`` → ``{"cell": "gru", "hidden_size": 128}``, each value coerced
+    to the type of ``model_name``'s config field. A key outside ``model.`` raises ConfigError naming it; an unknown
+    field is left for the model config to reject with the closest valid names."""
+    import typing
+
+    from jaxdl.config import model_config_class, parse_override
+    from jaxdl.config_types import coerce
+
+    if not overrides:
+        return {}
+    hints = typing.get_type_hints(model_config_class(model_name))
+    fields: dict[str, Any] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        if not key.startswith("model.") or key.count(".") != 1:
+            raise ConfigError(f"convert: override {item!r} is not a model field; expected model.FIELD=VALUE "
+                              f"(e.g. model.hidden_size=128)")
+        name = key.split(".", 1)[1]
+        if name in ("name", "num_classes"):
+            raise ConfigError(f"convert: set {key} with {'--model' if name == 'name' else '--num-classes'}")
+        tp = hints.get(name)
+        fields[name] = coerce(value, tp, key) if tp is not None and tp is not str else value
+    return fields
+
+
+__all__ = ["EMBEDDINGS", "ImportReport", "PACKAGED", "RULES", "check_against", "check_arrays", "convert_file",
+           "convert_recurrent_state_dict", "convert_state_dict", "flatten", "import_torch", "load_pretrained",
+           "load_variables", "packaged_weights", "parse_input_shape", "parse_model_fields", "read_safetensors",
+           "read_state_dict", "recurrent_key", "rule_for", "save_variables", "unflatten", "write_safetensors"]
