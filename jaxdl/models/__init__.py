@@ -19,6 +19,9 @@ from jaxdl.models.core import Model, ModelSpec, as_model, count_params, from_lin
 from jaxdl.models.lenet import LeNet5, LeNetConfig, build_lenet
 from jaxdl.models.mlp import MLP, MLPConfig, Perceptron, PerceptronConfig, build_mlp, build_perceptron
 from jaxdl.models.resnet import ResNet, ResNetConfig, build_resnet
+from jaxdl.models.rnn_classifier import POOLINGS, RNNClassifier, RNNClassifierConfig, build_rnn_classifier
+from jaxdl.models.rnn_forecaster import RNNForecaster, RNNForecasterConfig, build_rnn_forecaster
+from jaxdl.models.rnn_lm import RNNLanguageModel, RNNLMConfig, build_rnn_lm
 from jaxdl.models.vgg import VGG, VGGConfig, build_vgg
 from jaxdl.nn import ACTIVATIONS
 from jaxdl.nn.layers import OUTPUTS
@@ -44,6 +47,11 @@ for _name, _cls in _resnet.VARIANTS.items():
     register(_name, ModelSpec(_cls, build_resnet, (32, 32, 3) if _cls.stem == "cifar" else (224, 224, 3),
                               f"ResNet-{_cls.depth}, {_cls.stem} stem (torchvision v1.5 blocks)"))
 del _name, _cls
+register("rnn_lm", ModelSpec(RNNLMConfig, build_rnn_lm, (32,), "LSTM/GRU language model (PyTorch layout)", "int"))
+register("rnn_classifier", ModelSpec(RNNClassifierConfig, build_rnn_classifier, (28, 28),
+                                     "LSTM/GRU sequence classifier; reads images row by row (PyTorch layout)"))
+register("rnn_forecaster", ModelSpec(RNNForecasterConfig, build_rnn_forecaster, (24, 1),
+                                     "LSTM/GRU direct multi-step forecaster (PyTorch layout)"))
 
 
 def _register_efficientnet() -> None:
@@ -71,6 +79,26 @@ def _validate(cfg: ModelConfig) -> None:
     rate = getattr(cfg, "dropout", None)
     if rate is not None and not 0.0 <= rate < 1.0:
         raise ConfigError(f"model.dropout: expected a rate in [0, 1), got {rate}")
+    if isinstance(cfg, (RNNLMConfig, RNNClassifierConfig, RNNForecasterConfig)):
+        _validate_recurrent(cfg)
+
+
+def _validate_recurrent(cfg: ModelConfig) -> None:
+    if cfg.cell not in ("lstm", "gru"):
+        raise ConfigError(f"model.cell: unknown recurrent cell {cfg.cell!r}; expected lstm or gru")
+    for key in ("hidden_size", "num_layers"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"model.{key}: expected a positive number, got {getattr(cfg, key)}")
+    if isinstance(cfg, RNNLMConfig) and cfg.embed_dim <= 0:
+        raise ConfigError(f"model.embed_dim: expected a positive number, got {cfg.embed_dim}")
+    if isinstance(cfg, RNNClassifierConfig):
+        if cfg.pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling: unknown pooling {cfg.pooling!r}; expected one of {', '.join(POOLINGS)}")
+        if cfg.embed_dim < 0:
+            raise ConfigError(f"model.embed_dim: expected 0 (float inputs) or a positive width, got {cfg.embed_dim}")
+        if cfg.embed_dim > 0 and cfg.vocab_size <= 0:
+            raise ConfigError(f"model.vocab_size: embedding token ids (model.embed_dim={cfg.embed_dim}) needs the "
+                              f"vocabulary size, got {cfg.vocab_size}")
 
 
 def from_config(cfg: ModelConfig, *, num_classes: int | None = None, input_shape=None,
@@ -78,6 +106,8 @@ def from_config(cfg: ModelConfig, *, num_classes: int | None = None, input_shape
     """Build the model described by ``cfg``. ``cfg.num_classes`` wins over ``num_classes`` when set; the input kind
     (``float`` or ``int`` token ids) is the family's unless given."""
     spec = MODELS.get(cfg.name)
+    if input_kind is None and isinstance(cfg, RNNClassifierConfig) and cfg.embed_dim > 0:
+        input_kind = "int"  # token ids through the embedding
     input_kind = input_kind or spec.input_kind
     _validate(cfg)
     n = cfg.num_classes if cfg.num_classes is not None else num_classes
@@ -102,4 +132,5 @@ def names() -> list[str]:
 
 __all__ = ["MODELS", "MLP", "LeNet5", "Model", "ModelSpec", "as_model", "Perceptron", "count_params", "from_config",
            "from_linen", "from_nnx", "get", "names", "register", "LeNetConfig", "MLPConfig", "PerceptronConfig",
-           "AlexNet", "AlexNetConfig", "VGG", "VGGConfig", "ResNet", "ResNetConfig"]
+           "AlexNet", "AlexNetConfig", "VGG", "VGGConfig", "ResNet", "ResNetConfig", "RNNClassifier",
+           "RNNClassifierConfig", "RNNForecaster", "RNNForecasterConfig", "RNNLanguageModel", "RNNLMConfig"]

@@ -1,0 +1,135 @@
+"""Autoregressive sampling: greedy decoding, top-k, temperature, the carried state, no recompilation, text helpers.
+
+A tiny random rnn_lm and a fake step function with fixed logits; every test reuses the same few compiled programs."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdl.models as models
+from jaxdl import generate
+from jaxdl.errors import JaxdlError
+
+V, P, N = 7, 3, 5  # vocabulary, prompt length, sampled tokens
+VOCAB = ["<unk>", "a", "b", "c", "d", "e", "f"]
+
+
+@functools.lru_cache(maxsize=None)
+def _lm():
+    """A random GRU language model and its variables (random normal weights: peaked, varied next-token scores)."""
+    model = models.get("rnn_lm", num_classes=V, cell="gru", hidden_size=8, embed_dim=4)  # any sequence length
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, P), jnp.int32))
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), shapes)
+    logits = jax.jit(lambda v, x: model.apply(v, x)[0])  # (B, T, V), one program per length
+    return model, variables, logits
+
+
+def _prompt(b=2):
+    return jax.random.randint(jax.random.key(3), (b, P), 0, V)
+
+
+def test_greedy_equals_a_python_argmax_loop_and_no_recompiles():
+    model, variables, logits = _lm()
+    prompt = _prompt()
+    greedy = generate.sample(model, variables, prompt, jax.random.key(0), num_steps=N, temperature=0.0)
+    assert greedy.shape == (2, N) and greedy.dtype == jnp.int32
+    # reference: the model on the whole sequence, argmax of the newest position; the LM is causal, so the zeros
+    # after the newest token never change its logits and one program (length P + N) serves every step
+    seq = np.zeros((2, P + N), np.int32)
+    seq[:, :P] = prompt
+    for i in range(N):
+        seq[:, P + i] = np.argmax(np.asarray(logits(variables, seq))[:, P + i - 1], axis=-1)
+    np.testing.assert_array_equal(greedy, seq[:, P:])
+    # top_k = 1 is greedy at any temperature; new keys, temperatures and k values reuse the compiled program
+    for temperature, key in [(0.7, 1), (3.0, 2)]:
+        out = generate.sample(model, variables, prompt, jax.random.key(key), num_steps=N, temperature=temperature,
+                              top_k=1)
+        np.testing.assert_array_equal(out, greedy)
+    generate.sample(model, variables, prompt, jax.random.key(4), num_steps=N, temperature=jnp.float32(1.5), top_k=3)
+    assert generate._sampler(model)._cache_size() == 1
+
+
+def test_carried_state_equals_running_the_whole_sequence():
+    model, variables, logits = _lm()
+    prompt = _prompt()
+    tokens, last, _ = generate._sampler(model)(variables, prompt, jax.random.key(5), jnp.float32(1.0),
+                                               jnp.int32(0), num_steps=N)
+    full = logits(variables, jnp.concatenate([prompt, tokens], axis=1))  # (2, P + N, V)
+    np.testing.assert_allclose(last, full[:, -1], atol=1e-5)
+    assert generate._sampler(model)._cache_size() == 1
+
+    # the generic loop with a user's step function gives the same
+    def step_fn(state, t):
+        (out, state), _ = model.apply(variables, {"tokens": t, "state": state}, method="step")
+        return out, state
+
+    state, _ = model.apply(variables, 2, method="initial_state")
+    tokens2, last2, _ = generate.generate(step_fn, state, prompt, jax.random.key(5), num_steps=N)
+    np.testing.assert_array_equal(tokens2, tokens)
+    np.testing.assert_allclose(last2, last, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Top-k and temperature on fixed logits
+# ---------------------------------------------------------------------------------------------------------------------
+
+FIXED = jnp.array([0.5, 2.0, -1.0, 1.5, 0.0, 1.0, -0.5, 0.2])  # 8 tokens; top 3: ids 1, 3, 5
+
+
+def _fixed_step(carry, tokens):
+    """Scores that ignore the input: every draw is from the same distribution."""
+    return jnp.broadcast_to(FIXED, (*tokens.shape, FIXED.size)), carry
+
+
+def _draws(key, temperature, top_k, batch=400, steps=10):
+    prompt = jnp.zeros((batch, 1), jnp.int32)
+    tokens, _, _ = generate.generate(_fixed_step, jnp.zeros(()), prompt, jax.random.key(key), num_steps=steps,
+                                     temperature=temperature, top_k=top_k)
+    return np.asarray(tokens).ravel()  # 4000 draws
+
+
+def test_top_k_never_samples_outside_the_k_most_likely():
+    draws = _draws(0, 1.0, 3)
+    assert set(np.unique(draws)) == {1, 3, 5}
+    for k in (0, 8, 100):  # no truncation
+        assert len(np.unique(_draws(1, 1.0, k))) == 8
+    masked = generate.top_k_mask(jnp.array([[1.0, 3.0, 3.0, 2.0]]), 1)  # ties with the k-th largest are kept
+    np.testing.assert_array_equal(np.isfinite(masked), [[False, True, True, False]])
+
+
+def test_temperature_sharpens_the_distribution():
+    freqs = {}
+    for t in (0.5, 1.0, 2.0):
+        counts = np.bincount(_draws(2, t, 0), minlength=8)
+        freqs[t] = counts / counts.sum()
+        np.testing.assert_allclose(freqs[t], jax.nn.softmax(FIXED / t), atol=0.035)
+    assert freqs[0.5][1] > freqs[1.0][1] > freqs[2.0][1]  # the most likely token gains as T falls
+    assert set(np.unique(_draws(3, 0.0, 0))) == {1}  # T = 0: greedy
+    assert generate.generate._cache_size() <= 3  # this file's programs: fixed step (and the lm step)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text and errors
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_sample_text_and_errors():
+    model, variables, _ = _lm()
+    text = generate.sample_text(model, variables, VOCAB, "abz", jax.random.key(0), num_steps=N, temperature=0.0)
+    assert text.startswith("abz") and len(text) == 3 + N  # "z" is unknown: it is read as <unk> but kept as typed
+    assert set(text[3:]) <= set(VOCAB[1:]) | {"\ufffd"}
+    with pytest.raises(JaxdlError, match="vocab"):
+        generate.sample_text(model, variables, VOCAB[:-1], "ab", jax.random.key(0), num_steps=2)
+    with pytest.raises(JaxdlError, match="prompt is empty"):
+        generate.sample(model, variables, jnp.zeros((1, 0), jnp.int32), jax.random.key(0), num_steps=2)
+    with pytest.raises(JaxdlError, match="token ids"):
+        generate.sample(model, variables, jnp.zeros((1, 2)), jax.random.key(0), num_steps=2)
+    classifier = models.get("rnn_classifier", num_classes=3, hidden_size=4)
+    with pytest.raises(JaxdlError, match="step/initial_state"):
+        generate.sample(classifier, {}, jnp.zeros((1, 2), jnp.int32), jax.random.key(0), num_steps=2)
