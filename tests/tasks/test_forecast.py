@@ -117,3 +117,24 @@ def test_level_last_forecasts_the_change_from_the_last_value(tmp_path):
     assert np.allclose(result.predict(window, standardize=False), last, rtol=1e-5)
     with pytest.raises(Exception, match=r"data.level: expected 'none' or 'last', got 'first'"):
         data_lib.load(DataConfig(kind="series", context=12, level="first"), source=source)
+
+
+def test_own_csv_series_runs_through_the_co2_config(tmp_path):
+    """The forecasting config takes a user's CSV series with data.root= and column names."""
+    t, y = seasonal_series(n=240)
+    months = np.arange("2000-01", "2020-01", dtype="datetime64[M]")
+    rows = ["month,units,price"] + [f"{m},{v:.3f},{1 + 0.01 * i:.3f}" for i, (m, v) in enumerate(zip(months, y))]
+    path = tmp_path / "sales.csv"
+    path.write_text("\n".join(rows) + "\n")
+    from jaxdl.config import load_config
+
+    cfg = load_config("co2_lstm:smoke", [f"data.root={path}", "data.name=csv", "data.time_column=month",
+                                         "data.targets=units", "data.season=12", "data.context=24",
+                                         "data.horizon=6", "data.val_fraction=0.2", "data.test_fraction=0.2",
+                                         "train.batch_size=8", "train.plots=false"])
+    result = fit(cfg, workdir=tmp_path / "run")
+    s = result.summary
+    assert s["task"] == "forecast" and s["model"] == "rnn_forecaster" and s["data"] == "sales"
+    assert sorted(result.setup.dataset.info["columns"]) == ["price", "units"]
+    assert set(s["baselines"]["test"]) == {"naive", "seasonal_naive", "drift"}
+    assert np.isfinite(s["test"]["mase"])
