@@ -147,13 +147,16 @@ def baselines(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
         if r["status"] not in FINISHED or not r.get("run_dir"):
             continue
         try:
-            found = json.loads((Path(r["run_dir"]) / "summary.json").read_text()).get("baselines")
+            summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
         except (OSError, ValueError):
             continue
+        found = summary.get("baselines")
         if not found:
             continue
         data = (r.get("config") or {}).get("data") or {}
-        setup = ", ".join(f"{k}={data[k]}" for k in ("name", "context", "horizon", "block_size") if data.get(k))
+        keys = {"forecast": ("name", "context", "horizon", "season"),
+                "language_model": ("name", "block_size")}.get(summary.get("task"), ("name",))
+        setup = ", ".join(f"{k}={data[k]}" for k in keys if data.get(k) is not None)
         key = json.dumps([setup, found], sort_keys=True, default=str)
         if key in seen:
             continue

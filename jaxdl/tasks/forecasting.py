@@ -39,7 +39,8 @@ class Forecast(Regression):
     """Direct multi-step forecasting of a series; metrics in original units (see the module docstring)."""
 
     derived = (Derived("rmse", "mse", math.sqrt),)
-    monitor = "val/loss"
+    # reports rank forecasters by validation RMSE in original units, comparable with the baselines' RMSE
+    monitor = "val/rmse"
 
     def __init__(self, model: Model, inputs, targets, loss: str, offset: np.ndarray, scale: np.ndarray,
                  mase_scale: np.ndarray, level: str = "none", target_columns=(0,), **kw):
