@@ -226,3 +226,19 @@ def test_make_report_errors_name_the_problem(fake_sweep, tmp_path):
         make_report(tmp_path / "nothing")
     with pytest.raises(ConfigError, match="--format"):
         make_report(fake_sweep(), fmt="html")
+
+
+def test_report_lists_the_baselines_runs_computed(fake_sweep):
+    sweep = fake_sweep("regression", weight_decays=(0.0,), seeds=(0, 1))
+    base = {"val": {"naive": {"rmse": 3.0, "mase": 1.2}, "seasonal_naive": {"rmse": 1.5, "mase": 0.6}},
+            "test": {"naive": {"rmse": 3.5, "mase": 1.3}, "seasonal_naive": {"rmse": 1.25, "mase": 0.5}}}
+    for path in (sweep / "runs").glob("*/summary.json"):  # every run shares its data, so one row per baseline
+        summary = json.loads(path.read_text())
+        path.write_text(json.dumps({**summary, "task": "forecast", "baselines": base}))
+    rep = make_report(sweep, fmt="md", plots=False, console=quiet())
+    rows, columns = report_lib.baselines(report_lib._load_runs(report_lib.SweepStore(sweep / "sweep.db")))
+    assert [r["baseline"] for r in rows] == ["naive", "seasonal_naive"]
+    assert columns == ["baseline", "data", "val/mase", "test/mase", "val/rmse", "test/rmse"]
+    text = rep.markdown.read_text()
+    assert "Baselines computed by the library on the same data" in text
+    assert "| seasonal_naive |  | 0.6 | 0.5 | 1.5 | 1.25 |" in text
