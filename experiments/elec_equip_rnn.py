@@ -1,6 +1,6 @@
 """Recurrent forecasters on a short, strongly seasonal series: do they beat one-season-back on elec_equip?
 
-statsmodels' monthly euro-area electrical equipment orders (257 months, 1996-2016): the past 12 months -> the next
+statsmodels' monthly euro-area electrical equipment orders (257 months, 1995-2016): the past 12 months -> the next
 12, validation and test each the last 20% of what precedes them (18 and 28 windows; 141 training windows), the
 co2_lstm settings otherwise (hidden 64, dropout 0.1, forecasting the change from the window's last value). LSTM and
 GRU × 3 seeds; the report lists the naive, seasonal-naive (12 months back) and drift forecasts of the same windows.
