@@ -1,6 +1,6 @@
 """Building blocks Flax lacks: dropout with a traced rate, activations by name, a straight-through step function,
-PyTorch's adaptive average pooling, LSTM/GRU stacks equal to PyTorch's, and Transformer blocks (attention with masks and a
-decoding cache, positional schemes, RMS norm, feed-forward networks)."""
+PyTorch's adaptive average pooling, LSTM/GRU stacks equal to PyTorch's, and Transformer blocks (attention with masks
+and a decoding cache, positional schemes, RMS norm, feed-forward networks)."""
 
 from jaxdl.nn.attention import (MultiHeadAttention, causal_mask, combine_masks, dot_product_attention,
                                  padding_mask, segment_mask)

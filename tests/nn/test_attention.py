@@ -47,28 +47,25 @@ def test_dot_product_attention_matches_torch_causal_and_masked(heads, kv_heads):
     gqa = dict(enable_gqa=True) if kv_heads != heads else {}
     sdpa = torch.nn.functional.scaled_dot_product_attention
     ref = from_torch(sdpa(to_torch(q), to_torch(k), to_torch(v), is_causal=True, **gqa))
-    out = dot_product_attention(q, k, v, causal_mask(T))
-    np.testing.assert_allclose(out, ref, atol=ATOL)
+    attend = jax.jit(dot_product_attention, static_argnames="scale")
+    np.testing.assert_allclose(attend(q, k, v, causal_mask(T)), ref, atol=ATOL)
     # A boolean mask combining padding and causality (key 0 is always visible: no fully masked rows).
     mask = np.asarray(combine_masks(causal_mask(T), padding_mask(np.array([6, 3]), T)))
     ref = from_torch(sdpa(to_torch(q), to_torch(k), to_torch(v), attn_mask=torch.tensor(mask), **gqa))
-    out = dot_product_attention(q, k, v, mask)
-    np.testing.assert_allclose(out, ref, atol=ATOL)
+    np.testing.assert_allclose(attend(q, k, v, mask), ref, atol=ATOL)
     # Custom scale and an additive bias.
     bias = rand(1, heads, T, T, seed=3)
     ref = from_torch(sdpa(to_torch(q), to_torch(k), to_torch(v), attn_mask=torch.tensor(bias), scale=1.0, **gqa))
-    np.testing.assert_allclose(dot_product_attention(q, k, v, bias=bias, scale=1.0), ref, atol=ATOL)
+    np.testing.assert_allclose(attend(q, k, v, bias=bias, scale=1.0), ref, atol=ATOL)
 
 
 def test_fully_masked_rows_give_zeros_and_finite_gradients():
     q, k, v = rand(1, 3, 2, 4, seed=0), rand(1, 3, 2, 4, seed=1), rand(1, 3, 2, 4, seed=2)
     mask = np.ones((1, 1, 3, 3), bool)
     mask[..., 1, :] = False
-    out = dot_product_attention(q, k, v, mask)
-    np.testing.assert_array_equal(out[:, 1], 0.0)
-    assert np.isfinite(out).all()
-    g = jax.grad(lambda q: dot_product_attention(q, k, v, mask).sum())(jnp.asarray(q))
-    assert np.isfinite(g).all()
+    out, g = jax.jit(jax.value_and_grad(lambda q: dot_product_attention(q, k, v, mask)[0, 1].sum()))(q)
+    assert out == 0.0
+    assert np.isfinite(g).all() and (g[:, 1] == 0).all()
 
 
 def test_bf16_inputs_keep_float32_scores():
@@ -182,12 +179,14 @@ def test_attention_dropout_traced_rate_zero_is_eval_and_vmaps_over_members():
     def run(v, rate, key):
         return mha.apply(v, x, mask=causal_mask(T), train=True, dropout_rate=rate, rngs={"dropout": key})
 
-    rates = jnp.array([0.0, 0.3, 0.9])
-    out = jax.jit(jax.vmap(run))(stacked, rates, keys)
-    evaluate = jax.jit(jax.vmap(lambda v: mha.apply(v, x, mask=causal_mask(T))))(stacked)
-    np.testing.assert_allclose(out[0], evaluate[0], atol=ATOL)
-    member2 = jax.tree.map(lambda a: a[2], stacked)
-    np.testing.assert_allclose(out[2], jax.jit(run)(member2, rates[2], keys[2]), atol=ATOL)
+    def check(stacked, rates, keys):  # one compilation for the three runs
+        member2 = jax.tree.map(lambda a: a[2], stacked)
+        return (jax.vmap(run)(stacked, rates, keys), run(member2, rates[2], keys[2]),
+                jax.vmap(lambda v: mha.apply(v, x, mask=causal_mask(T)))(stacked))
+
+    out, alone, evaluate = jax.jit(check)(stacked, jnp.array([0.0, 0.3, 0.9]), keys)
+    np.testing.assert_allclose(out[0], evaluate[0], atol=ATOL)  # traced rate 0 == eval
+    np.testing.assert_allclose(out[2], alone, atol=ATOL)  # a member == its standalone run
     assert not np.allclose(out[2], evaluate[2], atol=1e-3)
     member0 = jax.tree.map(lambda a: a[0], stacked)
     with pytest.raises(ModelInputError, match="needs an RNG key"):
