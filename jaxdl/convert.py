@@ -426,6 +426,17 @@ def _family(model_name: str) -> str | None:
     return None
 
 
+# Families whose files are not torchvision-shaped (Hugging Face GPT-2 / BERT / T5 keys, fused or split projections):
+# model-name prefix -> ``state_dict -> variables``, registered by the family's module (:func:`register_converter`).
+CONVERTERS: dict[str, Callable[[dict[str, np.ndarray]], dict[str, Any]]] = {}
+
+
+def register_converter(prefix: str, convert: Callable[[dict[str, np.ndarray]], dict[str, Any]]) -> None:
+    """Convert state dicts for models whose names start with ``prefix`` with ``convert`` (keys it cannot place go
+    under ``unmapped/<key>`` so the import report lists them)."""
+    CONVERTERS[prefix] = convert
+
+
 def rule_for(model_name: str) -> Callable[[str], str]:
     family = _family(model_name)
     if family is not None:
@@ -438,6 +449,9 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], model_name: str) -> di
 
     ``nn.LSTM``/``nn.GRU`` entries go to ``params/<path>/l<k>[_reverse]/{weight,bias}_{ih,hh}`` (matrices
     transposed), the family's ``nn.Embedding`` weights (:data:`EMBEDDINGS`) to ``params/<path>/embedding``."""
+    for prefix, convert in sorted(CONVERTERS.items(), key=lambda kv: -len(kv[0])):
+        if model_name.startswith(prefix):
+            return convert({k: _numpy(v) for k, v in state_dict.items()})
     rename = rule_for(model_name)
     embeddings = EMBEDDINGS.get(_family(model_name) or "", ())
     flat: dict[str, np.ndarray] = {}
@@ -565,7 +579,8 @@ def parse_model_fields(model_name: str, overrides: list[str]) -> dict[str, Any]:
     return fields
 
 
-__all__ = ["EMBEDDINGS", "ImportReport", "PACKAGED", "RULES", "check_against", "check_arrays", "convert_file",
+__all__ = ["CONVERTERS", "EMBEDDINGS", "ImportReport", "PACKAGED", "RULES", "check_against", "check_arrays",
+           "convert_file", "register_converter",
            "convert_recurrent_state_dict", "convert_state_dict", "flatten", "import_torch", "load_pretrained",
            "load_variables", "packaged_weights", "parse_input_shape", "parse_model_fields", "read_safetensors",
            "read_state_dict", "recurrent_key", "rule_for", "save_variables", "unflatten", "write_safetensors"]
