@@ -64,6 +64,17 @@ def _register_efficientnet() -> None:
 _register_efficientnet()
 
 
+def _register_bert() -> None:
+    from jaxdl.models import bert
+
+    for name, cls in bert.VARIANTS.items():
+        register(name, ModelSpec(cls, bert.build_bert, (128,), f"BERT encoder, {name} shape (HF BertModel layout)",
+                                 "int"))
+
+
+_register_bert()
+
+
 def _validate(cfg: ModelConfig) -> None:
     act = getattr(cfg, "activation", None)
     if act is not None and act not in ACTIVATIONS:
