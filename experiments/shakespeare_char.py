@@ -46,7 +46,7 @@ def plot(workdir: Path, names: list[str], baselines: dict, out: Path) -> Path:
                                 ("bigram (test)", baselines["bigram"]["bpc"], "--"),
                                 (f"target {TARGET_BPC}", TARGET_BPC, "-.")):
         ax.axhline(value, color="grey", ls=style, lw=1)
-        ax.annotate(label, (0, value), xytext=(4, 3), textcoords="offset points", fontsize=8, color="grey")
+        ax.text(0.01, value, label, transform=ax.get_yaxis_transform(), fontsize=8, color="grey", va="bottom")
     ax.set_xlabel("wall time (minutes, 2 shared CPU cores)")
     ax.set_ylabel("bits per character")
     ax.set_title("Shakespeare, character level: validation bpc of one run each (seed 0) against wall time")
