@@ -17,8 +17,8 @@ logits (B, T, V) from a transform (dense + GELU + LayerNorm) and a decoder tied 
 
 Variants: ``bert`` (tiny, trainable on a CPU), ``bert_base`` (bert-base-uncased's shape: 109,482,240 parameters
 with the pooler) and ``minilm_l6`` (all-MiniLM-L6-v2's shape). Hugging Face ``BertModel`` / ``BertFor…`` state
-dicts convert with :func:`convert_bert_state_dict` (registered for model names starting with ``bert`` and
-``minilm``)::
+dicts convert with :func:`convert_bert_state_dict` (registered with ``jaxdl.convert`` for model names starting with
+``bert`` and ``minilm``)::
 
     variables = convert_bert_state_dict(read_state_dict(packaged_weights("all_minilm_l6_v2")))
 """
@@ -31,12 +31,12 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.config import ModelConfig, config_variant
-from jaxdl.convert import SEP, register_converter, unflatten
 from jaxdl.errors import ConfigError, ModelInputError
 from jaxdl.nn import Dropout, FeedForward, LearnedPositions, MultiHeadAttention, padding_mask
 from jaxdl.nn.transformer import LAYER_NORM_EPS, gelu_exact
@@ -256,6 +256,10 @@ _LAYER = {
     "attention.output.LayerNorm": "attention_norm", "intermediate.dense": "ffn/fc_in",
     "output.dense": "ffn/fc_out", "output.LayerNorm": "output_norm",
 }
+SEP = "/"  # jaxdl.convert's path separator
+# model-name prefixes whose state dicts convert_bert_state_dict reads. The package root registers it with
+# jaxdl.convert.register_converter: convert imports jaxdl.models, so a model module importing convert would be a cycle.
+CONVERTER_PREFIXES = ("bert", "minilm")
 _LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 _EMBEDDINGS = ("word_embeddings", "position_embeddings/position_embedding", "token_type_embeddings")
 # buffers, not parameters (older HF files save them)
@@ -315,12 +319,8 @@ def convert_bert_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
             flat[f"unmapped{SEP}{key}"] = value
         else:
             flat[f"params{SEP}{mapped[0]}"] = mapped[1]
-    return unflatten(flat)
+    return traverse_util.unflatten_dict(flat, sep=SEP)
 
 
-register_converter("bert", convert_bert_state_dict)
-register_converter("minilm", convert_bert_state_dict)
-
-
-__all__ = ["HEADS", "VARIANTS", "Bert", "BertConfig", "BertLayer", "build_bert", "config_from_hf",
+__all__ = ["CONVERTER_PREFIXES", "HEADS", "VARIANTS", "Bert", "BertConfig", "BertLayer", "build_bert", "config_from_hf",
            "convert_bert_state_dict", "l2_normalize", "mean_pool"]

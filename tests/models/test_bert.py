@@ -67,10 +67,15 @@ def test_registry_dict_inputs_and_errors():
         models.get("bert", num_classes=2, d_model=30, num_heads=4)
 
 
+def params_from_hf(seed=0, **kw):
+    """Random variables for a tiny classifier without compiling an init: a random HF state dict, converted."""
+    return jax.tree.map(jnp.asarray, convert_bert_state_dict(hf_state_dict(seed=seed, **kw)))
+
+
 def test_padding_does_not_change_real_tokens():
     m = tiny("none")
     x = toks(2, 5)
-    v = m.init(jax.random.key(1), x)
+    v = params_from_hf()
     apply = jax.jit(lambda v, x, mk: m.apply(v, x, token_mask=mk))
     ref = apply(v, x, jnp.ones((2, 5), jnp.int32))
     padded = jnp.concatenate([x, jnp.full((2, 4), 7, jnp.int32)], axis=1)  # pad ids that are real words
@@ -83,7 +88,7 @@ def test_padding_does_not_change_real_tokens():
 def test_vmap_over_two_parameter_sets():
     m = tiny("classify")
     x = toks()
-    vs = [m.init(jax.random.key(s), x) for s in (0, 1)]
+    vs = [params_from_hf(seed) for seed in (0, 1)]
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *vs)
     out = jax.jit(jax.vmap(m.apply, in_axes=(0, None)))(stacked, x)  # (2, B, C)
     apply = jax.jit(m.apply)
@@ -159,21 +164,27 @@ def torch_bert(sd, tokens, types, mask, heads=2, mlm=False, prefix="bert."):
     return x.numpy(), lin(pooled, "classifier").numpy()
 
 
-@pytest.mark.parametrize("prefix, old_ln", [("bert.", False), ("", True)])
-def test_converter_matches_pytorch_forward(prefix, old_ln):
-    sd = hf_state_dict(prefix=prefix, old_ln=old_ln)
+def test_converter_matches_pytorch_forward():
+    sd = hf_state_dict()
     variables = convert_state_dict(sd, "bert")  # found by model-name prefix
     tokens, types = toks(2, 6), jnp.asarray([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]], jnp.int32)
     mask = jnp.asarray([[1] * 6, [1, 1, 1, 1, 0, 0]], jnp.int32)
     m = tiny("classify")
     report = check_against(variables, jax.eval_shape(m.init, jax.random.key(0), tokens))
     assert report.ok, report.describe()
-    if old_ln:  # torch reference reads weight/bias
-        sd = {k.replace("gamma", "weight").replace("beta", "bias"): v for k, v in sd.items()}
-    hidden, logits = torch_bert(sd, tokens, types, mask, prefix=prefix)
+    hidden, logits = torch_bert(sd, tokens, types, mask)
     np.testing.assert_allclose(jax.jit(m.apply)(variables, tokens, types, mask), logits, atol=1e-4)
     out = jax.jit(tiny("none").apply)(variables, tokens, types, mask)
     np.testing.assert_allclose(np.asarray(out)[mask == 1], hidden[np.asarray(mask) == 1], atol=1e-4)
+
+
+def test_converter_reads_bare_bertmodel_keys_and_gamma_beta():
+    # BertModel files have no "bert." prefix; TF-era files name LayerNorm parameters gamma/beta
+    new, old = (flatten(convert_bert_state_dict(hf_state_dict(prefix=p, old_ln=o))) for p, o in (("bert.", False),
+                                                                                                  ("", True)))
+    assert set(new) == set(old) and not any(k.startswith("unmapped") for k in new)
+    for k in new:
+        np.testing.assert_array_equal(new[k], old[k])
 
 
 def test_converter_mlm_head_tied_decoder():
@@ -209,9 +220,9 @@ def test_converter_lists_missing_and_unexpected_by_name():
 
 
 def test_loss_goes_down_on_a_tiny_batch():
-    m = tiny("classify", num_classes=2, dropout=0.1, attention_dropout=0.1)
-    x, y = toks(8, 6, seed=3), jnp.asarray([0, 1] * 4)
-    params = m.init(jax.random.key(0), x)["params"]
+    m = tiny("classify", num_layers=1, dropout=0.1, attention_dropout=0.1)
+    x, y = toks(8, 6, seed=3), jnp.asarray([0, 1, 2, 1] * 2)
+    params = params_from_hf(L=1)["params"]
     opt = optax.adam(3e-3)
 
     def loss_fn(p, key):
