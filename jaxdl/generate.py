@@ -112,10 +112,20 @@ def _sampler(model) -> Callable[..., tuple[jax.Array, jax.Array, Any]]:
             (logits, carry), _ = model.apply(variables, {"tokens": tokens, "state": carry}, method="step")
             return logits, carry
 
-        carry, _ = model.apply(variables, prompt.shape[0], method="initial_state")
+        size = prompt.shape[0]
+        if _takes_max_length(model):  # a decoding cache is sized for the prompt and every fed-back token
+            size = {"batch_size": size, "max_length": prompt.shape[1] + num_steps}
+        carry, _ = model.apply(variables, size, method="initial_state")
         return _generate(step_fn, carry, prompt, key, num_steps, temperature, top_k)
 
     return run
+
+
+def _takes_max_length(model) -> bool:
+    import inspect
+
+    fn = getattr(type(getattr(model, "module", None)), "initial_state", None)
+    return fn is not None and "max_length" in inspect.signature(fn).parameters
 
 
 def _check_prompt(model, prompt) -> jax.Array:
@@ -140,7 +150,8 @@ def sample(model, variables, prompt, key: jax.Array, *, num_steps: int, temperat
     """Continue ``prompt`` with ``num_steps`` sampled tokens from a model with ``initial_state``/``step`` methods.
 
     Args:
-      model: a :class:`jaxdl.models.Model` such as ``rnn_lm``.
+      model: a :class:`jaxdl.models.Model` such as ``rnn_lm`` or ``gpt`` (whose ``initial_state`` takes a
+        ``max_length``: it is given the prompt's length plus ``num_steps``).
       variables: its variables (``{"params": ...}``).
       prompt: (B, P) or (P,) int token ids, P >= 1.
       key: PRNG key.

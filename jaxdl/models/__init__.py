@@ -64,6 +64,22 @@ def _register_efficientnet() -> None:
 _register_efficientnet()
 
 
+def _register_transformer_lms() -> None:
+    from jaxdl.models import gpt, llama
+
+    register("gpt", ModelSpec(gpt.GPTConfig, gpt.build_gpt, (64,), "GPT-2-style decoder (learned positions, "
+                              "pre-LN, GELU, tied embeddings)", "int"))
+    for name, cls in gpt.VARIANTS.items():
+        register(name, ModelSpec(cls, gpt.build_gpt, (64,), f"{name}: GPT-2 small's shape", "int"))
+    register("llama", ModelSpec(llama.LlamaConfig, llama.build_llama, (64,), "Llama-style decoder (RoPE, RMSNorm, "
+                                "SwiGLU, grouped-query attention)", "int"))
+    for name, cls in llama.VARIANTS.items():
+        register(name, ModelSpec(cls, llama.build_llama, (64,), f"{name}: SmolLM2-135M's shape", "int"))
+
+
+_register_transformer_lms()
+
+
 def _register_bert() -> None:
     from jaxdl.models import bert
 
