@@ -13,6 +13,11 @@ def _register_converters() -> None:
     for prefix in bert.CONVERTER_PREFIXES:
         register_converter(prefix, bert.convert_bert_state_dict)
 
+    from jaxdl.models import t5
+
+    for prefix in t5.CONVERTER_PREFIXES:
+        register_converter(prefix, t5.convert_t5_state_dict)
+
 
 _register_converters()
 

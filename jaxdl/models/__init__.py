@@ -91,6 +91,18 @@ def _register_bert() -> None:
 _register_bert()
 
 
+def _register_t5() -> None:
+    from jaxdl.models import t5
+
+    register("t5", ModelSpec(t5.T5Config, t5.build_t5, (16,), "T5 encoder-decoder (relative position bias, RMSNorm, "
+                             "ReLU FFN, tied embeddings; HF T5 layout)", "int"))
+    for name, cls in t5.VARIANTS.items():
+        register(name, ModelSpec(cls, t5.build_t5, (16,), f"{name}: HF {name.replace('_', '-')}'s shape", "int"))
+
+
+_register_t5()
+
+
 def _validate(cfg: ModelConfig) -> None:
     act = getattr(cfg, "activation", None)
     if act is not None and act not in ACTIVATIONS:

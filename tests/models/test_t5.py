@@ -1,0 +1,318 @@
+"""T5: parameter count, shapes and input errors, cached greedy decoding = the teacher-forced forward, encoder padding
+invariance, the Hugging Face converter checked against an independent PyTorch forward pass written here from the T5
+equations, missing/unexpected keys, populations with traced dropout, and a tiny T5 learning to reverse sequences."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdl import models
+from jaxdl.convert import check_against, convert_state_dict, flatten
+from jaxdl.errors import ConfigError, ModelInputError
+from jaxdl.models.t5 import T5, convert_t5_state_dict, greedy_decode, shift_right
+
+# small bucket counts and distance so that the logarithmic buckets and the clamp at max_distance are exercised
+V, D, DKV, H, F, L = 24, 16, 8, 2, 32, 2
+TINY = dict(vocab_size=V, d_model=D, d_kv=DKV, d_ff=F, num_layers=L, num_heads=H, num_buckets=8, max_distance=6)
+
+
+def tiny(**kw):
+    return T5(**{**TINY, **kw})
+
+
+def toks(B, T, seed, low=2):
+    return jnp.asarray(np.random.default_rng(seed).integers(low, V, (B, T)), jnp.int32)
+
+
+def hf_state_dict(seed=0, gated=False, untied=False, buckets=8):
+    """A random state dict with HF T5ForConditionalGeneration key names and shapes (Linear weights (out, in))."""
+    g = np.random.default_rng(seed)
+    r = lambda *s, std=0.3: (g.standard_normal(s) * std).astype(np.float32)  # noqa: E731
+    shared = r(V, D, std=1.0)
+    sd = {"shared.weight": shared, "encoder.embed_tokens.weight": shared.copy(),
+          "decoder.embed_tokens.weight": shared.copy(), "lm_head.weight": r(V, D) if untied else shared.copy()}
+    for stack in ("encoder", "decoder"):
+        for i in range(L):
+            p = f"{stack}.block.{i}.layer."
+            attns = ["0.SelfAttention"] + (["1.EncDecAttention"] if stack == "decoder" else [])
+            for a in attns:
+                for n in "qkv":
+                    sd[f"{p}{a}.{n}.weight"] = r(H * DKV, D)
+                sd[f"{p}{a}.o.weight"] = r(D, H * DKV)
+                sd[f"{p}{a[0]}.layer_norm.weight"] = 1 + r(D, std=0.1)
+            f = "2" if stack == "decoder" else "1"
+            ffn = ("wi_0", "wi_1") if gated else ("wi",)
+            for n in ffn:
+                sd[f"{p}{f}.DenseReluDense.{n}.weight"] = r(F, D)
+            sd[f"{p}{f}.DenseReluDense.wo.weight"] = r(D, F)
+            sd[f"{p}{f}.layer_norm.weight"] = 1 + r(D, std=0.1)
+        sd[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = r(buckets, H, std=1.0)
+        sd[f"{stack}.final_layer_norm.weight"] = 1 + r(D, std=0.1)
+    return sd
+
+
+def variables(seed=0, **kw):
+    """Random variables of the tiny model without compiling an init: a random HF state dict, converted."""
+    return jax.tree.map(jnp.asarray, convert_t5_state_dict(hf_state_dict(seed, **kw)))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Shapes
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_parameter_count_and_layout():
+    # HF t5-small (T5ForConditionalGeneration, lm_head tied to shared): 60,506,624 parameters
+    assert models.get("t5_small", input_shape=(16,)).param_count() == 60_506_624
+    p = models.get("t5", num_classes=V, input_shape=(9,)).abstract_variables()["params"]
+    assert set(p) == {"shared", "encoder", "decoder"}  # tied head: no lm_head
+    assert set(p["encoder"]) == {"block_0", "block_1", "relative_bias", "final_norm"}  # one bias table per stack
+    assert set(p["decoder"]["block_0"]) == {"self_attention", "self_attention_norm", "cross_attention",
+                                            "cross_attention_norm", "ffn", "ffn_norm"}
+    assert set(p["encoder"]["block_0"]["self_attention"]["query"]) == {"kernel"}  # no biases
+    spec = jax.ShapeDtypeStruct((2, 9), jnp.int32)
+    v11 = jax.eval_shape(tiny(feed_forward="gated-gelu", tie_embeddings=False).init, jax.random.key(0), spec)
+    assert set(v11["params"]["decoder"]["block_1"]["ffn"]) == {"gate", "up", "down"}
+    assert v11["params"]["lm_head"]["kernel"].shape == (D, V)
+
+
+def test_shapes_and_input_errors():
+    model = models.get("t5", num_classes=V, d_model=D, d_kv=DKV, d_ff=F, num_heads=H)
+    src, tgt = jax.ShapeDtypeStruct((2, 9), jnp.int32), jax.ShapeDtypeStruct((2, 5), jnp.int32)
+    batch = {"source": src, "source_mask": src, "target_in": tgt}
+    v = jax.eval_shape(model.init, jax.random.key(0), batch)
+    out = lambda v, x, **kw: model.apply(v, x, **kw)[0]  # noqa: E731
+    assert jax.eval_shape(out, v, batch).shape == (2, 5, V)
+    assert jax.eval_shape(out, v, src).shape == (2, 1, V)  # a lone source: the first target's logits
+    assert jax.eval_shape(lambda v, b: model.module.apply(v, b), v, batch).shape == (2, 5, V)  # a dict to the module
+    enc = jax.eval_shape(lambda v, s: model.apply(v, {"source": s, "source_mask": s}, method="encode")[0], v, src)
+    assert enc.shape == (2, 9, D)
+    with pytest.raises(ModelInputError, match="source_mask of shape"):
+        jax.eval_shape(out, v, {**batch, "source_mask": jax.ShapeDtypeStruct((2, 4), jnp.int32)})
+    with pytest.raises(ModelInputError, match="target_in token ids"):
+        jax.eval_shape(out, v, {**batch, "target_in": jax.ShapeDtypeStruct((2, 5), jnp.float32)})
+    with pytest.raises(ModelInputError, match="needs the 'cache' collection"):
+        jax.eval_shape(lambda v: model.module.apply(v, jnp.zeros((2, 1), jnp.int32), jnp.zeros((2, 9, D)), decode=True,
+                                              method="decode", mutable=["cache"]), v)
+    with pytest.raises(ConfigError, match="model.feed_forward"):
+        models.get("t5", num_classes=V, feed_forward="swiglu")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Decoding and masks
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_cached_greedy_decoding_equals_teacher_forced_forward():
+    m, v = tiny(), variables()
+    src = toks(2, 9, seed=1)
+    src_mask = jnp.asarray([[1] * 9, [1] * 6 + [0] * 3], jnp.int32)
+    n = 7
+    init = jax.jit(lambda v, s, mk: m.apply(v, s, mk, max_length=n, method="initial_state"))
+    step = jax.jit(lambda v, tok, state: m.apply(v, tok, state, method="step"))
+    full = jax.jit(m.apply)
+    state, token, stepped = init(v, src, src_mask), jnp.zeros((2, 1), jnp.int32), []
+    for _ in range(n):  # greedy, one token per cached step
+        logits, state = step(v, token, state)  # (B, 1, V)
+        stepped.append(logits)
+        token = jnp.argmax(logits[:, -1], -1).astype(jnp.int32)[:, None]
+    stepped = jnp.concatenate(stepped, axis=1)  # (B, n, V)
+    tokens = jnp.argmax(stepped, -1).astype(jnp.int32)  # (B, n)
+    diff = float(jnp.max(jnp.abs(stepped - full(v, src, shift_right(tokens), src_mask))))
+    assert diff < 1e-5, diff
+    np.testing.assert_array_equal(greedy_decode(m, v, src, n, src_mask), tokens)
+
+    # a varied target through the cache: a 3-token prefill, then single tokens
+    target_in = shift_right(toks(2, n, seed=9, low=0))
+    logits, state = step(v, target_in[:, :3], init(v, src, src_mask))
+    chunks = [logits]
+    for t in range(3, n):
+        logits, state = step(v, target_in[:, t:t + 1], state)
+        chunks.append(logits)
+    diff = float(jnp.max(jnp.abs(jnp.concatenate(chunks, 1) - full(v, src, target_in, src_mask))))
+    assert diff < 1e-5, diff
+
+
+def test_encoder_ignores_padding_and_decoder_ignores_padded_source():
+    m, v = tiny(), variables()
+    src = toks(2, 5, seed=2)
+    tgt = toks(2, 4, seed=3)
+    padded = jnp.concatenate([src, toks(2, 4, seed=4)], axis=1)  # pad ids that are real words
+    mask = jnp.asarray([[1] * 5 + [0] * 4] * 2, jnp.int32)
+    enc = jax.jit(lambda v, s, mk: m.apply(v, s, mk, method="encode"))
+    np.testing.assert_allclose(enc(v, padded, mask)[:, :5], enc(v, src, jnp.ones_like(src)), atol=1e-5)
+    fwd = jax.jit(m.apply)
+    np.testing.assert_allclose(fwd(v, padded, tgt, mask), fwd(v, src, tgt, None), atol=1e-5)
+
+
+def test_vmap_over_two_parameter_sets_and_traced_dropout():
+    m = tiny(dropout=0.1)
+    src, tgt = toks(2, 6, seed=5), toks(2, 4, seed=6)
+    vs = [variables(seed) for seed in (0, 1)]
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *vs)
+    key, traces = jax.random.key(0), []
+
+    @jax.jit
+    @jax.vmap
+    def train_logits(v, rate):  # a population: two parameter sets, two dropout rates, one program
+        traces.append(1)
+        return m.apply(v, src, tgt, train=True, dropout_rate=rate, rngs={"dropout": key})
+
+    both = train_logits(stacked, jnp.zeros(2))  # rate 0 is the eval forward
+    apply = jax.jit(m.apply)
+    for i in (0, 1):
+        np.testing.assert_allclose(both[i], apply(vs[i], src, tgt), atol=1e-5)
+    assert not np.allclose(both[0], both[1])
+    dropped = train_logits(stacked, jnp.asarray([0.0, 0.5]))
+    assert np.allclose(dropped[0], both[0], atol=1e-5) and not np.allclose(dropped[1], both[1], atol=1e-3)
+    assert len(traces) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Hugging Face state dicts and an independent PyTorch forward pass
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def torch_t5(sd, source, source_mask, target_in, heads=H, buckets=8, max_distance=6, gated=False, tied=True):
+    """T5's forward pass from the paper's equations in PyTorch: pre-RMS-norm blocks, unscaled attention plus the
+    first layer's relative bias (shared by the stack), ReLU or gated-GELU FFN, tied head scaled by d_model^-0.5."""
+    import torch
+    import torch.nn.functional as Fn
+
+    t = {k: torch.tensor(np.asarray(v)) for k, v in sd.items()}
+
+    def rms(x, name):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * t[name]
+
+    def bucket(rel, bidirectional):
+        nb, out = buckets, torch.zeros_like(rel)
+        if bidirectional:
+            nb //= 2
+            out = out + (rel > 0).long() * nb
+            n = rel.abs()
+        else:
+            n = -torch.clamp(rel, max=0)
+        exact = nb // 2
+        large = exact + (torch.log(n.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+                         * (nb - exact)).long()
+        return out + torch.where(n < exact, n, large.clamp(max=nb - 1))
+
+    def rel_bias(stack, tq, tk, bidirectional):
+        rel = torch.arange(tk)[None, :] - torch.arange(tq)[:, None]  # key - query
+        table = t[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+        return table[bucket(rel, bidirectional)].permute(2, 0, 1)[None]  # (1, H, Tq, Tk)
+
+    def attn(x, ctx, p, bias, add):
+        B, Tq, Tk = x.shape[0], x.shape[1], ctx.shape[1]
+        q, k, v = (Fn.linear(a, t[f"{p}.{n}.weight"]).view(B, -1, heads, DKV).transpose(1, 2)
+                   for a, n in ((x, "q"), (ctx, "k"), (ctx, "v")))  # (B, H, T, Dkv)
+        s = q @ k.transpose(-1, -2) + add  # no 1/sqrt(d) scaling
+        if bias is not None:
+            s = s + bias
+        return Fn.linear((s.softmax(-1) @ v).transpose(1, 2).reshape(B, Tq, heads * DKV), t[f"{p}.o.weight"])
+
+    def ffn(x, p):
+        if gated:
+            h = Fn.gelu(Fn.linear(x, t[p + ".wi_0.weight"]), approximate="tanh") * Fn.linear(x, t[p + ".wi_1.weight"])
+        else:
+            h = torch.relu(Fn.linear(x, t[p + ".wi.weight"]))
+        return Fn.linear(h, t[p + ".wo.weight"])
+
+    src, tgt = (torch.tensor(np.asarray(a), dtype=torch.long) for a in (source, target_in))
+    neg = torch.finfo(torch.float32).min
+    pad = (1.0 - torch.tensor(np.asarray(source_mask), dtype=torch.float32))[:, None, None, :] * neg
+    x, S = t["shared.weight"][src], src.shape[1]
+    bias = rel_bias("encoder", S, S, True)
+    for i in range(L):
+        p = f"encoder.block.{i}.layer"
+        x = x + attn(rms(x, f"{p}.0.layer_norm.weight"), rms(x, f"{p}.0.layer_norm.weight"), f"{p}.0.SelfAttention",
+                     bias, pad)
+        x = x + ffn(rms(x, f"{p}.1.layer_norm.weight"), f"{p}.1.DenseReluDense")
+    enc = rms(x, "encoder.final_layer_norm.weight")
+    y, T = t["shared.weight"][tgt], tgt.shape[1]
+    bias = rel_bias("decoder", T, T, False)
+    causal = torch.triu(torch.full((T, T), neg), 1)[None, None]
+    for i in range(L):
+        p = f"decoder.block.{i}.layer"
+        h = rms(y, f"{p}.0.layer_norm.weight")
+        y = y + attn(h, h, f"{p}.0.SelfAttention", bias, causal)
+        y = y + attn(rms(y, f"{p}.1.layer_norm.weight"), enc, f"{p}.1.EncDecAttention", None, pad)
+        y = y + ffn(rms(y, f"{p}.2.layer_norm.weight"), f"{p}.2.DenseReluDense")
+    y = rms(y, "decoder.final_layer_norm.weight")
+    if tied:
+        return enc.numpy(), (y * D ** -0.5 @ t["shared.weight"].T).numpy()
+    return enc.numpy(), Fn.linear(y, t["lm_head.weight"]).numpy()
+
+
+@pytest.mark.parametrize("version", ["v1.0", "v1.1"])
+def test_converter_matches_pytorch_forward(version):
+    v11 = version == "v1.1"
+    sd = hf_state_dict(seed=3, gated=v11, untied=v11)
+    params = convert_state_dict(sd, "t5_small")  # found by model-name prefix
+    m = tiny(feed_forward="gated-gelu", tie_embeddings=False) if v11 else tiny()
+    src, tgt = toks(2, 9, seed=7), toks(2, 8, seed=8, low=0)  # 9 and 8 positions: past max_distance 6
+    mask = jnp.asarray([[1] * 9, [1] * 7 + [0] * 2], jnp.int32)
+    report = check_against(params, jax.eval_shape(m.init, jax.random.key(0), src, tgt))
+    assert report.ok, report.describe()
+    enc_ref, logits_ref = torch_t5(sd, src, mask, tgt, gated=v11, tied=not v11)
+    logits, enc = jax.jit(lambda v: (m.apply(v, src, tgt, mask), m.apply(v, src, mask, method="encode")))(params)
+    real = np.asarray(mask) == 1
+    np.testing.assert_allclose(np.asarray(enc)[real], enc_ref[real], atol=1e-4)
+    np.testing.assert_allclose(logits, logits_ref, atol=1e-4)
+
+
+def test_converter_lists_missing_and_unexpected_by_name():
+    sd = hf_state_dict()
+    del sd["decoder.block.1.layer.2.DenseReluDense.wo.weight"]
+    sd["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"] = np.zeros((8, H), np.float32)
+    sd["encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"] = np.zeros((8, H), np.float32)
+    sd["lm_head.weight"] = sd["lm_head.weight"] + 1.0  # untied: a head this tied model does not have
+    converted = convert_state_dict(sd, "t5")
+    assert not any("embed_tokens" in k for k in flatten(converted))  # tied copies of shared are dropped
+    report = check_against(converted, jax.eval_shape(tiny().init, jax.random.key(0), toks(1, 4, 0)))
+    assert report.missing == ["params/decoder/block_1/ffn/fc_out/kernel"]
+    assert report.unexpected == ["params/lm_head/kernel",
+                                 "unmapped/decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
+                                 "unmapped/encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"]
+    assert "unmapped/encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" in report.describe()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_tiny_t5_learns_to_reverse_sequences():
+    m = T5(vocab_size=12, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    g = np.random.default_rng(0)
+    body = g.integers(2, 12, (32, 6))
+    eos = np.ones((32, 1), np.int64)  # T5 ends every sequence with </s> = 1
+    src = jnp.asarray(np.concatenate([body, eos], 1), jnp.int32)  # (32, 7)
+    tgt = jnp.asarray(np.concatenate([body[:, ::-1], eos], 1), jnp.int32)  # (32, 7): reversed, then </s>
+    opt = optax.adam(3e-3)
+
+    def loss_fn(p):
+        logits = m.apply({"params": p}, src, shift_right(tgt))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tgt).mean()
+
+    @jax.jit
+    def train(p):
+        def step(carry, _):
+            p, s = carry
+            loss, grad = jax.value_and_grad(loss_fn)(p)
+            u, s = opt.update(grad, s, p)
+            return (optax.apply_updates(p, u), s), loss
+
+        (p, _), losses = jax.lax.scan(step, (p, opt.init(p)), None, length=300)
+        return p, losses
+
+    params, losses = train(jax.jit(m.init)(jax.random.key(0), src, tgt)["params"])
+    assert float(losses[-1]) < 0.05 * float(losses[0]), (losses[0], losses[-1])
+    out = greedy_decode(m, {"params": params}, src, 7, eos_id=1)
+    assert float(jnp.mean(out == tgt)) > 0.95
