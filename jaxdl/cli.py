@@ -1,4 +1,4 @@
-"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | convert | models``.
+"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | convert | generate | models``.
 
     jaxdl train configs/digits_mlp.py optim.lr=3e-3 model.widths=256,128 [--workdir DIR]
     jaxdl train configs/digits_mlp.py:smoke
@@ -7,6 +7,7 @@
     jaxdl sweep experiments/quickstart.py [--sweep 'optim.lr=1e-3,3e-3 seed=0:4'] [--dry-run]
     jaxdl report runs/sweeps/quickstart [--format md] [--metric val/loss]
     jaxdl explain runs/mnist5k_lenet/20261124-101500 --image digit.png
+    jaxdl generate --prompt "The capital of France is" [--packaged NAME | --gguf FILE] [--max-tokens 32]
     jaxdl models
 """
 
@@ -193,6 +194,15 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    from jaxdl import gguf_import
+
+    lm = gguf_import.load_gguf(args.gguf) if args.gguf else gguf_import.load_packaged(args.packaged)
+    print(args.prompt + lm.complete(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+                                    top_k=args.top_k, seed=args.seed))
+    return 0
+
+
 def cmd_models(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -307,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--allow-missing", action="store_true",
                     help="write the file even if some variables are missing/unexpected (they are listed)")
     cv.set_defaults(fn=cmd_convert)
+
+    g = sub.add_parser("generate", help="continue a prompt with a pretrained GGUF language model (offline)")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--packaged", default="smollm2_135m_instruct", help="packaged weights (sha256-checked)")
+    g.add_argument("--gguf", help="a Llama-architecture GGUF file instead of packaged weights")
+    g.add_argument("--max-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0: all")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(fn=cmd_generate)
 
     m = sub.add_parser("models", help="list registered models with parameter counts")
     m.set_defaults(fn=cmd_models)

@@ -99,15 +99,21 @@ def _write_tiny_gguf(path, params):
     w.close()
 
 
-def test_tiny_llama_round_trips_through_llama_cpp_layout(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """A random tiny llama's variables and the GGUF file written from them."""
     model = models.get("llama", **TINY)
-    x = jax.random.randint(jax.random.key(1), (2, 9), 0, len(TOKENS))
     rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
     variables = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes)
-    path = tmp_path / "tiny.gguf"
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
     _write_tiny_gguf(path, variables["params"])
+    return path, variables
 
+
+def test_tiny_llama_round_trips_through_llama_cpp_layout(tiny_gguf):
+    path, variables = tiny_gguf
+    x = jax.random.randint(jax.random.key(1), (2, 9), 0, len(TOKENS))
     lm = gguf_import.load_gguf(path)
     assert lm.model.config.name == "llama" and lm.model.config.num_kv_heads == 2 and lm.model.config.tie_embeddings
     emb = np.asarray(variables["params"]["token_embedding"]["embedding"])
@@ -131,6 +137,17 @@ def test_tiny_llama_round_trips_through_llama_cpp_layout(tmp_path):
         gguf_import.convert_llama({k: v for k, v in tensors.items() if not k.startswith("blk.1.")}, cfg)
     with pytest.raises(CheckpointError, match="not used by a 2-layer llama: blk.2.attn_q.weight"):
         gguf_import.convert_llama({**tensors, "blk.2.attn_q.weight": tensors["blk.1.attn_q.weight"]}, cfg)
+
+
+def test_cli_generate_prints_the_continuation(tiny_gguf, capsys):
+    from jaxdl.cli import main
+
+    path, _ = tiny_gguf
+    assert main(["generate", "--gguf", str(path), "--prompt", "ab ab", "--max-tokens", "4"]) == 0
+    expected = gguf_import.load_gguf(path).complete("ab ab", max_tokens=4)
+    assert capsys.readouterr().out == "ab ab" + expected + "\n"
+    assert main(["generate", "--packaged", "smollm3", "--prompt", "x"]) == 2
+    assert "unknown packaged weights 'smollm3'" in capsys.readouterr().err
 
 
 def _packaged_or_skip():
