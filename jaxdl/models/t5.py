@@ -55,7 +55,8 @@ from jaxdl.nn.transformer import RMS_NORM_EPS
 # HF feed_forward_proj -> FeedForward activation
 FEED_FORWARD = {"relu": "relu", "gated-gelu": "geglu_tanh"}
 
-State = dict[str, Any]  # {"cache": decoder self-attention caches + position, "encoded": (B, S, D), "source_mask": (B, S)}
+# {"cache": the decoder's self-attention caches + position, "encoded": (B, S, D), "source_mask": (B, S) int}
+State = dict[str, Any]
 
 
 class T5Block(nn.Module):
@@ -331,7 +332,8 @@ def build_t5(cfg: T5Config, num_classes: int) -> T5:
     if cfg.num_decoder_layers < 0:
         raise ConfigError(f"model.num_decoder_layers: expected >= 0 (0: as the encoder), got {cfg.num_decoder_layers}")
     if cfg.feed_forward not in FEED_FORWARD:
-        raise ConfigError(f"model.feed_forward: unknown {cfg.feed_forward!r}; expected one of {', '.join(FEED_FORWARD)}")
+        raise ConfigError(f"model.feed_forward: unknown {cfg.feed_forward!r}; expected one of "
+                          f"{', '.join(FEED_FORWARD)}")
     return T5(vocab_size=num_classes, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff, num_layers=cfg.num_layers,
               num_decoder_layers=cfg.num_decoder_layers or None, num_heads=cfg.num_heads,
               num_buckets=cfg.relative_buckets, max_distance=cfg.relative_max_distance,
