@@ -132,16 +132,22 @@ def test_time_runner_caps_a_slow_candidate():
     assert t.compile_s > 0 and t.per_step < t.compile_s and len(calls) > 1  # compilation is not the step's cost
 
 
-def test_race_retimes_close_candidates_in_alternation():
-    """A burst of load during one candidate's timing is undone by re-timing close candidates in turn."""
+def test_race_retimes_close_candidates_in_alternation(monkeypatch):
+    """A burst of load during one candidate's timing is undone by re-timing close candidates in turn. The probe's
+    clock is a fake one that each segment advances by its cost, so the test cannot flake under real load."""
+    import types
+
+    from jaxdl.train import probe
     from jaxdl.train.probe import Timing, race
 
+    clock = [0.0]
+    monkeypatch.setattr(probe, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     order = []
 
     def runner(name, cost):
         def run(state, active, hp, seeds, epoch, offset, length):
             order.append(name)
-            time.sleep(cost * length)
+            clock[0] += cost * length
             return state, active, jnp.zeros(length)
         return run
 
@@ -157,8 +163,8 @@ def test_race_retimes_close_candidates_in_alternation():
     assert race([slow, b], rounds=3) == 1  # ... but one round shows a clear lead (>= RACE_CLEAR): no more rounds
     assert order == ["slow", "b"]
     b.per_step = a.per_step = 0.002
-    t0 = time.perf_counter()
-    assert race([a, b], rounds=1, min_s=0.05) > 1 and time.perf_counter() - t0 >= 0.05  # close: re-timed for min_s
+    t0 = clock[0]
+    assert race([a, b], rounds=1, min_s=0.05) > 1 and clock[0] - t0 >= 0.05  # close: re-timed for min_s
     far = Timing(runner("far", 0.0), {"w": jnp.ones(2)}, True, {}, [0], max_steps=4)
     far.per_step = 1.0
     order.clear()
