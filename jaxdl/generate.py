@@ -49,11 +49,30 @@ def top_k_mask(logits: jax.Array, top_k: jax.Array | int) -> jax.Array:
     return jnp.where(keep, logits, -jnp.inf)
 
 
+def top_p_mask(logits: jax.Array, top_p: jax.Array | float) -> jax.Array:
+    """Nucleus filtering: ``logits`` with every token outside the smallest most-likely set whose probability reaches
+    ``top_p`` set to -inf (the most likely token is always kept; ``top_p >= 1`` keeps everything); ``top_p`` may be
+    traced.
+
+    Args:
+      logits: (..., V), already divided by the temperature.
+    """
+    p = jnp.asarray(top_p, jnp.float32)
+    ordered = jnp.sort(logits, axis=-1)[..., ::-1]  # (..., V) descending
+    probs = jax.nn.softmax(ordered, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs  # (..., V) probability of the tokens ranked above each
+    n_keep = jnp.maximum(jnp.sum(before < p, axis=-1, keepdims=True), 1)  # (..., 1)
+    cutoff = jnp.take_along_axis(ordered, n_keep - 1, axis=-1)  # (..., 1) the smallest kept logit
+    return jnp.where((logits >= cutoff) | (p >= 1.0), logits, -jnp.inf)
+
+
 def sample_logits(logits: jax.Array, key: jax.Array, temperature: jax.Array | float = 1.0,
-                  top_k: jax.Array | int = 0) -> jax.Array:
+                  top_k: jax.Array | int = 0, top_p: jax.Array | float = 1.0) -> jax.Array:
     """One token per row of ``logits`` (B, V): ``(B,)`` int32 ids.
 
-    Greedy (argmax) when ``temperature < GREEDY_BELOW``; otherwise a draw from ``softmax(top_k_mask(l) / T)``.
+    Greedy (argmax) when ``temperature < GREEDY_BELOW``; otherwise a draw from
+    ``softmax(top_p_mask(top_k_mask(l) / T))`` — top-k, then the temperature, then the nucleus (as Hugging Face
+    orders them).
     """
     t = jnp.asarray(temperature, jnp.float32)
     logits = logits.astype(jnp.float32)
@@ -61,17 +80,17 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature: jax.Array | fl
     masked = top_k_mask(logits, top_k)
     # subtract the max first: with a tiny T the kept logits stay finite (<= 0) and -inf stays -inf
     scaled = (masked - jnp.max(masked, axis=-1, keepdims=True)) / jnp.maximum(t, GREEDY_BELOW)
-    drawn = jax.random.categorical(key, scaled, axis=-1)
+    drawn = jax.random.categorical(key, top_p_mask(scaled, top_p), axis=-1)
     return jnp.where(t < GREEDY_BELOW, greedy, drawn).astype(jnp.int32)
 
 
 def _generate(step_fn: StepFn, carry: Any, prompt: jax.Array, key: jax.Array, num_steps: int,
-              temperature: jax.Array, top_k: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
+              temperature: jax.Array, top_k: jax.Array, top_p: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
     logits, carry = step_fn(carry, prompt)  # (B, P, V)
 
     def body(state, k):
         carry, last = state  # last: (B, V) logits of the newest position
-        token = sample_logits(last, k, temperature, top_k)  # (B,)
+        token = sample_logits(last, k, temperature, top_k, top_p)  # (B,)
         logits, carry = step_fn(carry, token[:, None])  # (B, 1, V)
         return (carry, logits[:, -1]), token
 
@@ -82,7 +101,8 @@ def _generate(step_fn: StepFn, carry: Any, prompt: jax.Array, key: jax.Array, nu
 
 @functools.partial(jax.jit, static_argnames=("step_fn", "num_steps"))
 def generate(step_fn: StepFn, carry: Any, prompt: jax.Array, key: jax.Array, *, num_steps: int,
-             temperature: jax.Array | float = 1.0, top_k: jax.Array | int = 0) -> tuple[jax.Array, jax.Array, Any]:
+             temperature: jax.Array | float = 1.0, top_k: jax.Array | int = 0, top_p: jax.Array | float = 1.0
+             ) -> tuple[jax.Array, jax.Array, Any]:
     """Feed ``prompt`` then sample ``num_steps`` tokens, carrying the step function's state.
 
     Args:
@@ -92,14 +112,14 @@ def generate(step_fn: StepFn, carry: Any, prompt: jax.Array, key: jax.Array, *, 
       prompt: (B, P) int, P >= 1.
       key: PRNG key; step ``i`` draws with ``split(key, num_steps)[i]``.
       num_steps: tokens to sample (static).
-      temperature, top_k: scalars, traced.
+      temperature, top_k, top_p: scalars, traced.
 
     Returns:
       ``(tokens (B, num_steps) int32, last_logits (B, V), carry)``: ``last_logits`` and ``carry`` are after feeding
       the last sampled token, i.e. what the model says about the token after the sample.
     """
     return _generate(step_fn, carry, prompt, key, num_steps, jnp.asarray(temperature, jnp.float32),
-                     jnp.asarray(top_k, jnp.int32))
+                     jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32))
 
 
 @functools.lru_cache(maxsize=32)
@@ -107,7 +127,7 @@ def _sampler(model) -> Callable[..., tuple[jax.Array, jax.Array, Any]]:
     """The compiled sampling program of ``model`` (one per model object; jit caches per shape and num_steps)."""
 
     @functools.partial(jax.jit, static_argnames=("num_steps",))
-    def run(variables, prompt, key, temperature, top_k, num_steps):
+    def run(variables, prompt, key, temperature, top_k, top_p, num_steps):
         def step_fn(carry, tokens):
             (logits, carry), _ = model.apply(variables, {"tokens": tokens, "state": carry}, method="step")
             return logits, carry
@@ -116,7 +136,7 @@ def _sampler(model) -> Callable[..., tuple[jax.Array, jax.Array, Any]]:
         if _takes_max_length(model):  # a decoding cache is sized for the prompt and every fed-back token
             size = {"batch_size": size, "max_length": prompt.shape[1] + num_steps}
         carry, _ = model.apply(variables, size, method="initial_state")
-        return _generate(step_fn, carry, prompt, key, num_steps, temperature, top_k)
+        return _generate(step_fn, carry, prompt, key, num_steps, temperature, top_k, top_p)
 
     return run
 
@@ -146,7 +166,7 @@ def _check_prompt(model, prompt) -> jax.Array:
 
 
 def sample(model, variables, prompt, key: jax.Array, *, num_steps: int, temperature: float | jax.Array = 1.0,
-           top_k: int | jax.Array = 0) -> jax.Array:
+           top_k: int | jax.Array = 0, top_p: float | jax.Array = 1.0) -> jax.Array:
     """Continue ``prompt`` with ``num_steps`` sampled tokens from a model with ``initial_state``/``step`` methods.
 
     Args:
@@ -158,6 +178,7 @@ def sample(model, variables, prompt, key: jax.Array, *, num_steps: int, temperat
       num_steps: tokens to sample; a new value compiles once more, new keys/temperatures/top_k do not.
       temperature: 0 for greedy decoding.
       top_k: keep the k most likely tokens (ties kept); 0 keeps all.
+      top_p: keep the smallest most-likely set of tokens whose probability reaches top_p; 1 keeps all.
 
     Returns:
       (B, num_steps) int32: the sampled tokens (without the prompt).
@@ -166,12 +187,13 @@ def sample(model, variables, prompt, key: jax.Array, *, num_steps: int, temperat
     if num_steps < 0:
         raise JaxdlError(f"num_steps must be >= 0, got {num_steps}")
     tokens, _, _ = _sampler(model)(variables, prompt, key, jnp.asarray(temperature, jnp.float32),
-                                   jnp.asarray(top_k, jnp.int32), num_steps=int(num_steps))
+                                   jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32),
+                                   num_steps=int(num_steps))
     return tokens
 
 
 def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array, *, num_steps: int,
-                temperature: float = 1.0, top_k: int = 0) -> str:
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> str:
     """The prompt followed by ``num_steps`` sampled characters of a character-level model.
 
     Args:
@@ -185,8 +207,9 @@ def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array,
         raise JaxdlError(f"model {model.name!r} has a vocabulary of {size} tokens but the vocab list has "
                          f"{len(vocab)} entries; use the vocab of the data set the model was trained on")
     ids = encode(prompt, vocab)[None]  # (1, P)
-    tokens = sample(model, variables, ids, key, num_steps=num_steps, temperature=temperature, top_k=top_k)
+    tokens = sample(model, variables, ids, key, num_steps=num_steps, temperature=temperature, top_k=top_k,
+                    top_p=top_p)
     return prompt + decode(np.asarray(tokens[0]), vocab)
 
 
-__all__ = ["GREEDY_BELOW", "generate", "sample", "sample_logits", "sample_text", "top_k_mask"]
+__all__ = ["GREEDY_BELOW", "generate", "sample", "sample_logits", "sample_text", "top_k_mask", "top_p_mask"]

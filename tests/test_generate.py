@@ -52,6 +52,7 @@ def test_greedy_equals_a_python_argmax_loop_and_no_recompiles():
                               top_k=1)
         np.testing.assert_array_equal(out, greedy)
     generate.sample(model, variables, prompt, jax.random.key(4), num_steps=N, temperature=jnp.float32(1.5), top_k=3)
+    generate.sample(model, variables, prompt, jax.random.key(4), num_steps=N, temperature=0.9, top_p=0.8)
     assert generate._sampler(model)._cache_size() == 1
 
 
@@ -59,7 +60,7 @@ def test_carried_state_equals_running_the_whole_sequence():
     model, variables, logits = _lm()
     prompt = _prompt()
     tokens, last, _ = generate._sampler(model)(variables, prompt, jax.random.key(5), jnp.float32(1.0),
-                                               jnp.int32(0), num_steps=N)
+                                               jnp.int32(0), jnp.float32(1.0), num_steps=N)
     full = logits(variables, jnp.concatenate([prompt, tokens], axis=1))  # (2, P + N, V)
     np.testing.assert_allclose(last, full[:, -1], atol=1e-5)
     assert generate._sampler(model)._cache_size() == 1
@@ -101,6 +102,22 @@ def test_top_k_never_samples_outside_the_k_most_likely():
         assert len(np.unique(_draws(1, 1.0, k))) == 8
     masked = generate.top_k_mask(jnp.array([[1.0, 3.0, 3.0, 2.0]]), 1)  # ties with the k-th largest are kept
     np.testing.assert_array_equal(np.isfinite(masked), [[False, True, True, False]])
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = np.asarray(jax.nn.softmax(FIXED))  # sorted: ids 1 (.31), 3 (.19), 5 (.11), 0 (.07) ...
+    order = np.argsort(-probs)
+    for p in (0.3, 0.5, 0.65, 0.9):
+        need = int(np.searchsorted(np.cumsum(probs[order]), p) + 1)  # smallest top set with mass >= p
+        prompt = jnp.zeros((400, 1), jnp.int32)
+        tokens, _, _ = generate.generate(_fixed_step, jnp.zeros(()), prompt, jax.random.key(7), num_steps=10,
+                                         temperature=1.0, top_p=p)
+        assert set(np.unique(np.asarray(tokens))) == set(order[:need].tolist()), p
+    masked = generate.top_p_mask(FIXED[None], 1.0)  # p = 1 keeps everything
+    assert np.isfinite(np.asarray(masked)).all()
+    assert np.isfinite(np.asarray(generate.top_p_mask(FIXED[None], 1e-6))).sum() == 1  # tiny p: the argmax only
+    # top_p is traced: the four values above and the calls in this file share one compiled program per shape
+    assert generate.generate._cache_size() <= 3
 
 
 def test_temperature_sharpens_the_distribution():
