@@ -102,6 +102,17 @@ class DataConfig:
     # file pattern read from a directory (default *.txt), e.g. "*.py".
     block_size: int = 128
     glob: str | None = None
+    # Text: what a token is. char (one id per character of the training span, id 0 <unk>) | bpe (byte-level BPE) |
+    # wordpiece (BERT-style, case kept) | a path to a tokenizer.json. bpe and wordpiece are trained on the training
+    # span only with this vocabulary size (specials included) and cached under $JAXDL_CACHE_DIR/tokens with the
+    # encoded corpus; tokenizer_chars, when set, trains on the first that many characters of the training span only.
+    tokenizer: str = "char"
+    vocab_size: int = 8000
+    tokenizer_chars: int | None = None
+    # Text: each file (each work of shakespeare) is a document: an end-of-document token follows each one, and
+    # blocks also carry segment_ids (B, L + 1), the document index within the block, so a language model attends
+    # within a document only and never scores the first token of the next document.
+    documents: bool = False
 
 
 @dataclass(frozen=True)
