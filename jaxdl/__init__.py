@@ -18,6 +18,11 @@ def _register_converters() -> None:
     for prefix in t5.CONVERTER_PREFIXES:
         register_converter(prefix, t5.convert_t5_state_dict)
 
+    from jaxdl.models import gpt
+
+    for prefix in gpt.CONVERTER_PREFIXES:
+        register_converter(prefix, gpt.convert_gpt2_state_dict)
+
 
 _register_converters()
 

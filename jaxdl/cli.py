@@ -183,9 +183,11 @@ def cmd_explain(args) -> int:
 
 
 def cmd_convert(args) -> int:
+    from jaxdl import models
     from jaxdl.convert import convert_file, parse_input_shape, parse_model_fields
 
-    shape = parse_input_shape(args.input_shape)
+    # the family's example shape unless given: token models read (T,), image models (H, W, C)
+    shape = parse_input_shape(args.input_shape) if args.input_shape else models.MODELS.get(args.model).example_shape
     fields = parse_model_fields(args.model, args.overrides)
     out, report = convert_file(args.src, args.dst, args.model, num_classes=args.num_classes, input_shape=shape,
                                strict=not args.allow_missing, fields=fields)
@@ -312,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--num-classes", type=int, default=1000)
     cv.add_argument("overrides", nargs="*",
                     help="model config fields, e.g. model.cell=gru model.hidden_size=128 (recurrent models)")
-    cv.add_argument("--input-shape", default="224,224,3",
-                    help="per-example input shape: H,W,C for images, T for token sequences")
+    cv.add_argument("--input-shape",
+                    help="per-example input shape: H,W,C for images, T for token sequences (default: the model's "
+                         "example shape, e.g. 224,224,3 for resnet18, 64 for gpt2)")
     cv.add_argument("--allow-missing", action="store_true",
                     help="write the file even if some variables are missing/unexpected (they are listed)")
     cv.set_defaults(fn=cmd_convert)

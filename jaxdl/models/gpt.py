@@ -30,16 +30,19 @@ the positions the model has.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 from jaxdl.config import ModelConfig, config_variant
-from jaxdl.errors import ConfigError, ModelInputError
+from jaxdl.errors import CheckpointError, ConfigError, ModelInputError
 from jaxdl.nn import Dropout
 from jaxdl.nn.attention import MultiHeadAttention, causal_mask
 from jaxdl.nn.positions import LearnedPositions
@@ -235,4 +238,97 @@ def build_gpt(cfg: GPTConfig, num_classes: int) -> DecoderLM:
                      use_bias=True, tie_embeddings=True, dropout=cfg.dropout)
 
 
-__all__ = ["Block", "DecoderLM", "GPTConfig", "VARIANTS", "build_gpt"]
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hugging Face GPT-2 state dicts
+# ---------------------------------------------------------------------------------------------------------------------
+
+# model-name prefixes whose state dicts convert_gpt2_state_dict reads; registered by the package root (jaxdl.convert
+# imports jaxdl.models, so a model module importing convert would be an import cycle).
+CONVERTER_PREFIXES = ("gpt",)
+_HF_SEP = "/"  # jaxdl.convert's path separator
+_HF_BLOCK = re.compile(r"^h\.(\d+)\.(ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.(weight|bias)$")
+# GPT2Attention's causal-mask buffers (``bias`` (1, 1, C, C) bool, ``masked_bias`` a scalar): not parameters
+_HF_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+_HF_MODULES = {"ln_1": "norm_1", "ln_2": "norm_2", "attn.c_proj": "attn/out", "mlp.c_fc": "mlp/fc_in",
+               "mlp.c_proj": "mlp/fc_out"}
+_HF_TOP = {"wte.weight": "token_embedding/embedding", "wpe.weight": "positions/position_embedding/embedding",
+           "ln_f.weight": "norm_f/scale", "ln_f.bias": "norm_f/bias"}
+
+
+def _gpt2_entries(key: str, name: str, value: np.ndarray) -> list[tuple[str, np.ndarray]] | None:
+    """``[(params path, value), …]`` for one HF GPT-2 entry ``name`` (without ``transformer.``), or None if it has
+    no place in :class:`DecoderLM`. Conv1D weights are already ``(in, out)``: kept as they are."""
+    if name in _HF_TOP:
+        return [(_HF_TOP[name], value)]
+    m = _HF_BLOCK.match(name)
+    if m is None:
+        return None
+    block, module, leaf = f"block_{m.group(1)}", m.group(2), m.group(3)
+    if module == "attn.c_attn":  # fused projection: [q | k | v] along the output axis
+        if value.ndim not in (1, 2) or value.shape[-1] % 3:
+            raise CheckpointError(f"GPT-2 state dict entry {key!r} has shape {tuple(value.shape)}; expected a "
+                                  "fused q|k|v projection, (d_model, 3·d_model) weight or (3·d_model,) bias")
+        parts = np.split(value, 3, axis=-1)  # 3 × (D, D) or 3 × (D,)
+        suffix = "kernel" if leaf == "weight" else "bias"
+        return [(f"{block}/attn/{proj}/{suffix}", part) for proj, part in zip(("query", "key", "value"), parts)]
+    if module in ("ln_1", "ln_2"):
+        return [(f"{block}/{_HF_MODULES[module]}/{'scale' if leaf == 'weight' else 'bias'}", value)]
+    return [(f"{block}/{_HF_MODULES[module]}/{'kernel' if leaf == 'weight' else 'bias'}", value)]
+
+
+def convert_gpt2_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Variables ``{"params": …}`` for the GPT-2 :class:`DecoderLM` (``gpt``, ``gpt2``) from a Hugging Face
+    ``GPT2LMHeadModel`` (keys ``transformer.…`` plus ``lm_head.weight``) or ``GPT2Model`` (bare ``wte.weight``,
+    ``h.0.…``) state dict of numpy arrays or torch tensors.
+
+    Mapping (HF → here): ``wte`` → ``token_embedding``, ``wpe`` → ``positions/position_embedding``,
+    ``h.{i}.ln_1``/``ln_2`` → ``block_{i}/norm_1``/``norm_2`` (weight → scale), ``h.{i}.attn.c_attn`` (Conv1D,
+    weight ``(D, 3D)``) split along its output axis into ``attn/query``, ``attn/key``, ``attn/value``,
+    ``attn.c_proj`` → ``attn/out``, ``mlp.c_fc``/``mlp.c_proj`` → ``mlp/fc_in``/``mlp/fc_out``, ``ln_f`` →
+    ``norm_f``. Conv1D weights are stored ``(in, out)`` like Flax kernels, so nothing is transposed. The attention
+    mask buffers (``attn.bias``, ``attn.masked_bias``) are dropped; ``lm_head.weight`` is dropped when it equals
+    ``wte`` (GPT-2 ties them) and listed as unmapped otherwise. Entries with no place go under
+    ``unmapped/<key>`` so :func:`jaxdl.convert.check_against` lists them by name.
+
+    Raises CheckpointError naming the entry when a fused ``c_attn`` tensor cannot be split in three."""
+    sd = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in state_dict.items()}
+    wte = next((v for k, v in sd.items() if k.removeprefix("transformer.") == "wte.weight"), None)
+    flat: dict[str, np.ndarray] = {}
+    for key, value in sd.items():
+        name = key.removeprefix("transformer.")
+        if _HF_BUFFER.match(name):
+            continue
+        if name == "lm_head.weight":
+            if wte is None or value.shape != wte.shape or not np.array_equal(value, wte):
+                flat[f"unmapped{_HF_SEP}{key}"] = value  # an untied head: this model ties it to wte
+            continue
+        mapped = _gpt2_entries(key, name, value)
+        if mapped is None:
+            flat[f"unmapped{_HF_SEP}{key}"] = value
+            continue
+        for path, array in mapped:
+            flat[f"params{_HF_SEP}{path}"] = array
+    return traverse_util.unflatten_dict(flat, sep=_HF_SEP)
+
+
+def config_from_hf(hf: dict[str, Any], name: str = "gpt", **fields: Any) -> GPTConfig:
+    """A :class:`GPTConfig` from a Hugging Face GPT-2 ``config.json`` dict; ``fields`` override.
+
+    Raises ConfigError for what this model does not implement (another activation, an MLP width that is not a
+    multiple of ``n_embd``)."""
+    act = hf.get("activation_function", "gelu_new")
+    d = hf["n_embd"]
+    inner = hf.get("n_inner") or 4 * d
+    if act != "gelu_new" or inner % d:
+        raise ConfigError(f"config.json: activation_function={act!r}, n_inner={inner}; this GPT-2 implements "
+                          f"gelu_new with an MLP width that is a multiple of n_embd={d}")
+    values = {"num_classes": hf["vocab_size"], "context_length": hf.get("n_positions", 1024), "d_model": d,
+              "num_layers": hf["n_layer"], "num_heads": hf["n_head"], "mlp_ratio": inner // d,
+              "dropout": hf.get("resid_pdrop", 0.1)}
+    cls = VARIANTS.get(name, GPTConfig)
+    return cls(name=name, **{**values, **fields})
+
+
+__all__ = ["Block", "CONVERTER_PREFIXES", "DecoderLM", "GPTConfig", "VARIANTS", "build_gpt", "config_from_hf",
+           "convert_gpt2_state_dict"]
