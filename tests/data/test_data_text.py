@@ -39,7 +39,7 @@ def test_text_directory_glob_limits_and_errors(tmp_path):
     assert "'" in ds.info["vocab"] and "=" in ds.info["vocab"]
     with pytest.raises(DataError, match=r"has no files matching '\*\.md' \(data.glob\)"):
         load(DataConfig(name="text", root=str(tmp_path), glob="*.md"))
-    with pytest.raises(DataError, match=r"the val span has \d+ characters, fewer than one block"):
+    with pytest.raises(DataError, match=r"the val span has \d+ characters \(\d+ tokens\), fewer than one block"):
         load(DataConfig(name="text", root=str(tmp_path), glob="*.py", block_size=200))
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe")
     with pytest.raises(DataError, match=r"bad\.txt' is not UTF-8: byte 3"):
