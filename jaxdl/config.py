@@ -102,6 +102,10 @@ class DataConfig:
     # file pattern read from a directory (default *.txt), e.g. "*.py".
     block_size: int = 128
     glob: str | None = None
+    # Parallel (seq2seq) data sets: tokens per source / target sequence, end of sequence included. Longer training
+    # pairs are dropped, longer held-out pairs truncated (both counted in the data set's info).
+    max_source_len: int = 128
+    max_target_len: int = 128
     # Text: what a token is. char (one id per character of the training span, id 0 <unk>) | bpe (byte-level BPE) |
     # wordpiece (BERT-style, case kept) | a path to a tokenizer.json. bpe and wordpiece are trained on the training
     # span only with this vocabulary size (specials included) and cached under $JAXDL_CACHE_DIR/tokens with the
