@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from jaxdl.errors import JaxdlError
@@ -212,4 +213,131 @@ def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array,
     return prompt + decode(np.asarray(tokens[0]), vocab)
 
 
-__all__ = ["GREEDY_BELOW", "generate", "sample", "sample_logits", "sample_text", "top_k_mask", "top_p_mask"]
+# ---------------------------------------------------------------------------------------------------------------------
+# Beam search (encoder–decoder)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def length_penalty_factor(length: jax.Array | int, alpha: jax.Array | float) -> jax.Array:
+    r"""GNMT's length normaliser (Wu et al. 2016): :math:`lp(n) = ((5 + n) / 6)^\alpha`; ``alpha`` may be traced."""
+    return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** jnp.asarray(alpha, jnp.float32)
+
+
+def _tile_beams(tree: Any, k: int) -> Any:
+    """Every non-scalar leaf (batch first) repeated ``k`` times along the batch: (B, ...) -> (B·k, ...), beams of
+    one source adjacent; scalars (position counters, shared by every row) stay."""
+    return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0) if jnp.ndim(x) else x, tree)
+
+
+def _gather_rows(tree: Any, rows: jax.Array) -> Any:
+    """Every non-scalar leaf's rows ``rows`` (B·k,) along the batch axis (reorders the cache after a beam step)."""
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0) if jnp.ndim(x) else x, tree)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "beam_size", "max_len", "eos_id"))
+def _beam_search(module, variables, source, source_mask, alpha, beam_size: int, max_len: int, eos_id: int | None):
+    B, K = source.shape[0], beam_size
+    state = module.apply(variables, source, source_mask, max_length=max_len, method="initial_state")
+    state = _tile_beams(state, K)  # the encoder ran once; its output and the empty cache are copied per beam
+    lp_max = length_penalty_factor(max_len, alpha)
+    neg = jnp.float32(-jnp.inf)
+
+    def cond(c):
+        i, _, _, logp, _, fin_scores, _ = c
+        # no live beam can beat the best finished one: its log-probability only falls, and the penalty it can
+        # still get is at most max(lp(i + 1), lp(max_len)) (lp is monotone in the length)
+        bound = jnp.max(logp, axis=1) / jnp.maximum(length_penalty_factor(i + 1, alpha), lp_max)  # (B,)
+        return (i < max_len) & ~jnp.all(bound < fin_scores[:, 0])
+
+    def body(c):
+        i, state, seqs, logp, fin_seqs, fin_scores, last = c
+        logits, state = module.apply(variables, last.reshape(B * K, 1), state, method="step")  # (B·K, 1, V)
+        V = logits.shape[-1]
+        cand = logp[:, :, None] + jax.nn.log_softmax(logits[:, 0].astype(jnp.float32)).reshape(B, K, V)
+        # 2K candidates: at most K of them end (one per beam), so K live ones always remain
+        top_lp, top_idx = lax.top_k(cand.reshape(B, K * V), 2 * K)  # (B, 2K), best first
+        parent, token = top_idx // V, (top_idx % V).astype(jnp.int32)  # (B, 2K)
+        cand_seqs = jnp.take_along_axis(seqs, parent[:, :, None], axis=1)  # (B, 2K, max_len)
+        cand_seqs = lax.dynamic_update_slice_in_dim(cand_seqs, token[:, :, None], i, axis=2)
+        eos = (token == eos_id) if eos_id is not None else jnp.zeros(token.shape, bool)  # (B, 2K)
+        # live: the best K that did not end, by log-probability
+        logp, pick = lax.top_k(jnp.where(eos, neg, top_lp), K)  # (B, K)
+        seqs = jnp.take_along_axis(cand_seqs, pick[:, :, None], axis=1)  # (B, K, max_len)
+        last = jnp.take_along_axis(token, pick, axis=1)  # (B, K)
+        # finished: an end-of-sequence candidate counts only among the best K (so that beam_size 1 is greedy); on
+        # the last step the live ones complete too. Keep the best K of the old and new ones by normalised score.
+        lp = length_penalty_factor(i + 1, alpha)
+        ended = jnp.where(eos & (jnp.arange(2 * K) < K), top_lp / lp, neg)  # (B, 2K)
+        at_end = jnp.where(i == max_len - 1, logp / lp, neg)  # (B, K)
+        fin_scores, best = lax.top_k(jnp.concatenate([fin_scores, ended, at_end], axis=1), K)  # (B, K)
+        fin_seqs = jnp.take_along_axis(jnp.concatenate([fin_seqs, cand_seqs, seqs], axis=1), best[:, :, None],
+                                       axis=1)  # (B, K, max_len)
+        rows = (jnp.arange(B)[:, None] * K + jnp.take_along_axis(parent, pick, axis=1)).reshape(B * K)
+        return i + 1, _gather_rows(state, rows), seqs, logp, fin_seqs, fin_scores, last
+
+    seqs = jnp.zeros((B, K, max_len), jnp.int32)
+    logp = jnp.where(jnp.arange(K) == 0, 0.0, neg)[None].repeat(B, axis=0)  # (B, K): one live beam at the start
+    start = (jnp.int32(0), state, seqs, logp, seqs, jnp.full((B, K), neg), jnp.zeros((B, K), jnp.int32))
+    _, _, _, _, fin_seqs, fin_scores, _ = lax.while_loop(cond, body, start)
+    return fin_seqs[:, 0], fin_scores[:, 0]
+
+
+def beam_search(model, variables, source, source_mask=None, *, beam_size: int = 4, max_len: int,
+                length_penalty: float | jax.Array = 0.6, eos_id: int | None = 1) -> tuple[jax.Array, jax.Array]:
+    r"""The best-scoring target per source of an encoder–decoder model (T5) by beam search.
+
+    A hypothesis :math:`y_1..y_n` (after the start token 0) is complete when it emits ``eos_id`` (counted in
+    :math:`n`) or reaches ``max_len`` tokens; it scores
+
+    .. math:: s(y) = \frac{\sum_{t=1}^{n} \log p(y_t \mid y_{<t}, x)}{lp(n)}, \qquad
+              lp(n) = \left(\frac{5 + n}{6}\right)^{\alpha}
+
+    (GNMT's length penalty; ``alpha = 0`` is the plain log-probability, larger values favour longer outputs). Each
+    step extends the ``beam_size`` live hypotheses by every token and ranks the extensions by log-probability;
+    those among the best ``beam_size`` that end go to the finished set (which keeps the best ``beam_size`` by
+    score), and the best ``beam_size`` that do not end live on (so ``beam_size = 1`` is greedy decoding when
+    ``alpha = 0``). Beams are an extra batch axis: the encoder runs once, its output and
+    the decoder cache are tiled per beam, and the cache is reordered by gathering along the batch axis after each
+    step. The loop is a ``lax.while_loop`` that ends early once no live beam can beat the best finished one (which
+    does not change the result).
+
+    Compiled once per (model, shapes, beam_size, max_len, eos_id); ``length_penalty`` is traced.
+
+    Args:
+      model: a :class:`jaxdl.models.Model` or Linen module with ``initial_state(source, source_mask, max_length)``
+        and ``step(tokens, state)`` (:class:`jaxdl.models.t5.T5`).
+      variables: its variables.
+      source: (B, S) or (S,) int token ids.
+      source_mask: (B, S) 1 at real tokens, 0 at padding; None: no padding.
+      beam_size: live hypotheses per source (1: greedy decoding, up to ties, when ``alpha = 0``).
+      max_len: the most target tokens (static).
+      length_penalty: alpha above (may be a traced array).
+      eos_id: the end-of-sequence id (T5: 1), or None: every hypothesis runs to ``max_len``.
+
+    Returns:
+      ``(tokens (B, max_len) int32, scores (B,) float32)``: the best hypothesis per source, padded with 0 after its
+      end-of-sequence token, and its score ``s(y)``.
+    """
+    module = getattr(model, "module", model)
+    name = getattr(model, "name", type(module).__name__)
+    if not all(hasattr(module, m) for m in ("encode", "initial_state", "step")):
+        raise JaxdlError(f"beam_search needs an encoder–decoder model with encode/initial_state/step methods "
+                         f"(T5), got model {name!r}")
+    source = jnp.asarray(source)
+    if source.ndim == 1:
+        source = source[None]
+    if source.ndim != 2 or not jnp.issubdtype(source.dtype, jnp.integer):
+        raise JaxdlError(f"beam_search: model {name!r} reads source token ids (B, S) int, got "
+                         f"{tuple(source.shape)} {source.dtype}")
+    if int(beam_size) < 1 or int(max_len) < 1:
+        raise JaxdlError(f"beam_search: beam_size and max_len must be positive, got {beam_size} and {max_len}")
+    mask = jnp.ones(source.shape, jnp.int32) if source_mask is None else jnp.asarray(source_mask, jnp.int32)
+    if mask.shape != source.shape:
+        raise JaxdlError(f"beam_search: source_mask of shape {tuple(mask.shape)} does not match source of shape "
+                         f"{tuple(source.shape)}")
+    return _beam_search(module, variables, source.astype(jnp.int32), mask, jnp.asarray(length_penalty, jnp.float32),
+                        beam_size=int(beam_size), max_len=int(max_len), eos_id=None if eos_id is None else int(eos_id))
+
+
+__all__ = ["GREEDY_BELOW", "beam_search", "generate", "length_penalty_factor", "sample", "sample_logits", "sample_text",
+           "top_k_mask", "top_p_mask"]

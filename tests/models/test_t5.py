@@ -14,7 +14,7 @@ import pytest
 
 from jaxdl import models
 from jaxdl.convert import check_against, convert_state_dict, flatten
-from jaxdl.errors import ConfigError, ModelInputError
+from jaxdl.errors import ConfigError, JaxdlError, ModelInputError
 from jaxdl.models.t5 import T5, convert_t5_state_dict, greedy_decode, shift_right
 
 # small bucket counts and distance so that the logarithmic buckets and the clamp at max_distance are exercised
@@ -332,3 +332,97 @@ def test_tiny_t5_learns_to_reverse_sequences():
     assert float(losses[-1]) < 0.05 * float(losses[0]), (losses[0], losses[-1])
     out = greedy_decode(m, {"params": params}, src, 7, eos_id=1)
     assert float(jnp.mean(out == tgt)) > 0.95
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Beam search (jaxdl.generate.beam_search) on a 4-token vocabulary
+# ------------------------------------------------------------------------------------------------------------------
+
+BV, BEAM_LEN = 4, 3  # vocabulary (0 start/pad, 1 end of sequence, 2 and 3), longest target in the exhaustive check
+
+
+@pytest.fixture(scope="module")
+def beam_model():
+    """A one-layer T5 over 4 tokens with random weights (seed and scale give varied best hypotheses) and three
+    sources, two of them padded."""
+    m = T5(vocab_size=BV, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, num_buckets=8, max_distance=6)
+    src = jnp.asarray(np.random.default_rng(0).integers(2, BV, (3, 5)), jnp.int32)
+    mask = jnp.asarray([[1] * 5, [1] * 3 + [0] * 2, [1] * 4 + [0]], jnp.int32)
+    g = np.random.default_rng(4)
+    shapes = jax.eval_shape(m.init, jax.random.key(0), src, src)
+    v = jax.tree.map(lambda s: jnp.asarray(g.standard_normal(s.shape) * 1.3, jnp.float32), shapes)
+    fwd = jax.jit(lambda v, s, t, mk: m.apply(v, s, t, mk))
+    return m, v, src, mask, fwd
+
+
+def _all_hypotheses():
+    """Every target of at most BEAM_LEN tokens: ends with </s> = 1, or runs BEAM_LEN tokens without one; as
+    (N, BEAM_LEN) ids padded with 0 and their lengths (N,)."""
+    import itertools
+
+    hyps = [h for n in range(1, BEAM_LEN + 1) for h in itertools.product(range(BV), repeat=n)
+            if 1 not in h[:-1] and (n == BEAM_LEN or h[-1] == 1)]
+    targets = np.zeros((len(hyps), BEAM_LEN), np.int32)
+    for j, h in enumerate(hyps):
+        targets[j, :len(h)] = h
+    return targets, np.array([len(h) for h in hyps])
+
+
+@pytest.fixture(scope="module")
+def exact_scores(beam_model):
+    """``alpha -> (B, N)`` scores of every hypothesis on every source: the sum of its target log-probabilities
+    (teacher-forced, no cache) over its length, divided by ((5 + length) / 6) ** alpha."""
+    m, v, src, mask, fwd = beam_model
+    targets, lengths = _all_hypotheses()
+    N = len(targets)
+    totals = []
+    for b in range(src.shape[0]):
+        logits = fwd(v, jnp.repeat(src[b:b + 1], N, 0), shift_right(jnp.asarray(targets)),
+                     jnp.repeat(mask[b:b + 1], N, 0))  # (N, T, V)
+        logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)), targets[:, :, None], -1)[..., 0]
+        totals.append((logp * (np.arange(BEAM_LEN)[None] < lengths[:, None])).sum(1))  # (N,)
+    return lambda alpha: np.stack(totals) / ((5 + lengths) / 6) ** alpha  # (B, N)
+
+
+def test_beam_search_finds_the_exact_best_hypothesis_of_a_tiny_vocabulary(beam_model, exact_scores):
+    from jaxdl import generate
+
+    m, v, src, mask, _ = beam_model
+    targets, lengths = _all_hypotheses()
+    # a beam as wide as the most extensions of any step (9 live prefixes x 4 tokens) never drops a hypothesis
+    before = generate._beam_search._cache_size()
+    best_lengths = set()
+    for alpha in (0.0, 1.0):
+        tokens, scores = generate.beam_search(m, v, src, mask, beam_size=36, max_len=BEAM_LEN, length_penalty=alpha,
+                                              eos_id=1)
+        exact = exact_scores(alpha)  # (B, N)
+        best = np.argmax(exact, axis=1)
+        np.testing.assert_array_equal(tokens, targets[best])
+        np.testing.assert_allclose(scores, exact[np.arange(3), best], atol=1e-5)
+        best_lengths |= set(lengths[best].tolist())
+    assert len(best_lengths) > 1  # the check is not trivial: short and long winners, alpha matters
+    assert generate._beam_search._cache_size() == before + 1  # length_penalty is traced
+
+
+def test_beam_size_one_is_greedy_and_a_wider_beam_scores_at_least_as_well(beam_model, exact_scores):
+    from jaxdl import generate
+
+    m, v, src, mask, _ = beam_model
+    targets, _ = _all_hypotheses()
+    greedy = np.asarray(greedy_decode(m, v, src, BEAM_LEN, mask, eos_id=1))
+    one, _ = generate.beam_search(m, v, src, mask, beam_size=1, max_len=BEAM_LEN, length_penalty=0.0, eos_id=1)
+    np.testing.assert_array_equal(one, greedy)
+    # greedy's outputs are hypotheses of the exhaustive list: score them the same way
+    index = [int(np.flatnonzero((targets == row).all(1))[0]) for row in greedy]
+    greedy_scores = exact_scores(1.0)[np.arange(3), index]
+    wide, wide_scores = generate.beam_search(m, v, src, mask, beam_size=4, max_len=BEAM_LEN, length_penalty=1.0,
+                                             eos_id=1)
+    assert np.all(np.asarray(wide_scores) >= greedy_scores - 1e-5), (wide_scores, greedy_scores)
+    assert not np.array_equal(wide, greedy)  # the beam found something greedy did not
+    # errors name the culprit
+    with pytest.raises(JaxdlError, match="encode/initial_state/step"):
+        generate.beam_search(models.get("gpt", num_classes=BV), {}, src, beam_size=2, max_len=3)
+    with pytest.raises(JaxdlError, match="source_mask of shape"):
+        generate.beam_search(m, v, src, mask[:, :4], beam_size=2, max_len=3)
+    with pytest.raises(JaxdlError, match="must be positive"):
+        generate.beam_search(m, v, src, mask, beam_size=0, max_len=3)
