@@ -117,6 +117,8 @@ class DataConfig:
     # blocks also carry segment_ids (B, L + 1), the document index within the block, so a language model attends
     # within a document only and never scores the first token of the next document.
     documents: bool = False
+    # Text classification (shakespeare_passages): words per passage; a passage is data.block_size tokens at most.
+    passage_words: int = 32
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class LossConfig:
     class_weights: tuple[float, ...] | None = None
     # bce only: weight of positive examples (PyTorch's pos_weight).
     pos_weight: float | None = None
+    # masked_lm only: the probability that a real, non-special token is chosen for prediction (BERT: 0.15).
+    mask_rate: float = 0.15
 
 
 @dataclass(frozen=True)

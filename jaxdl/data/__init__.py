@@ -41,10 +41,12 @@ from jaxdl.data.core import (
     stratified_split,
     stratified_subset,
 )
+from jaxdl.data.parallel import ParallelSource, build_parallel
 from jaxdl.data.series import build_series, check_series_config
 from jaxdl.data.sources import DATASETS, RawData, read_idx
 from jaxdl.data.tables import read_csv
 from jaxdl.data.text import TextSource, build_text, decode, encode
+from jaxdl.data import passages as _passages  # noqa: F401,E402  (registers shakespeare_passages)
 from jaxdl.errors import ConfigError, DataError
 
 __all__ = [
@@ -150,6 +152,10 @@ def _to_float(x: np.ndarray, max_value: float) -> np.ndarray:
 def build(source: ArraySource | TextSource, cfg: DataConfig) -> Dataset:
     """Split and standardise an unsplit source as ``cfg`` says: text -> blocks; a series (``kind="series"``, or
     ``data.context`` / ``data.kind=series`` set) -> windows; anything else -> rows."""
+    if isinstance(source, ParallelSource):  # pairs of texts: split, tokenised and padded (data/parallel.py)
+        return build_parallel(source, cfg)
+    if isinstance(source, Dataset):  # a source that splits itself (shakespeare_passages holds out whole plays)
+        return source
     if isinstance(source, TextSource):
         if cfg.resize is not None or cfg.channels is not None or cfg.context is not None:
             raise ConfigError(f"data.resize / data.channels / data.context do not apply to text data set "

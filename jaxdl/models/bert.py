@@ -13,7 +13,12 @@ every attention, so real tokens' hidden states do not depend on the padding.
 Heads (``head``): ``none`` — hidden states (B, T, d) (sentence embeddings: :func:`mean_pool`); ``mlm`` — masked-LM
 logits (B, T, V) from a transform (dense + GELU + LayerNorm) and a decoder tied to the word embeddings plus a bias;
 ``classify`` — logits (B, num_classes) from the pooler (dense + tanh on ``[CLS]``), dropout and a linear layer;
-``token_classify`` — per-token logits (B, T, num_classes).
+``token_classify`` — per-token logits (B, T, num_classes). ``pooling`` chooses what ``classify`` reads: ``cls``
+(BERT's pooler, dense + tanh on ``[CLS]``) or ``mean`` (:func:`mean_pool` over real tokens, no pooler: how
+all-MiniLM-L6-v2 was trained to summarise a sentence, so its frozen features are meaningful).
+
+``embeddings=`` (B, T, d) replaces the word-embedding lookup of ``tokens`` (positions and token types are still
+added): a pure path from input embeddings to outputs, e.g. for integrated gradients (:func:`jaxdl.interpret.token_integrated_gradients`).
 
 Variants: ``bert`` (tiny, trainable on a CPU), ``bert_base`` (bert-base-uncased's shape: 109,482,240 parameters
 with the pooler) and ``minilm_l6`` (all-MiniLM-L6-v2's shape). Hugging Face ``BertModel`` / ``BertFor…`` state
@@ -28,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 from flax import traverse_util
@@ -42,6 +47,7 @@ from jaxdl.nn import Dropout, FeedForward, LearnedPositions, MultiHeadAttention,
 from jaxdl.nn.transformer import LAYER_NORM_EPS, gelu_exact
 
 HEADS = ("none", "mlm", "classify", "token_classify")
+POOLINGS = ("cls", "mean")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class BertConfig(ModelConfig):
     # Keep the pooler (dense + tanh on [CLS]) with head=none, so a full BertModel checkpoint loads without leftovers.
     pooler: bool = True
     layer_norm_eps: float = LAYER_NORM_EPS["bert"]
+    # What head=classify reads: cls (the pooler on [CLS]) | mean (the mean hidden state over real tokens).
+    pooling: str = "cls"
 
 
 # registry name -> config class (one preset per name)
@@ -128,7 +136,10 @@ class Bert(nn.Module):
     head: str = "classify"
     pooler: bool = True
     layer_norm_eps: float = LAYER_NORM_EPS["bert"]
+    pooling: str = "cls"
     model_name: str = "bert"  # registry name, for error messages
+    # where the word-embedding table lives in params (for embedding-space attribution)
+    token_embedding: ClassVar[str] = "word_embeddings/embedding"
 
     def _check(self, tokens: jax.Array, token_types, token_mask) -> None:
         if self.head not in HEADS:
@@ -146,17 +157,22 @@ class Bert(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, token_types: jax.Array | None = None, token_mask: jax.Array | None = None,
-                 *, train: bool = False, dropout_rate: jax.Array | float | None = None) -> jax.Array:
+                 *, embeddings: jax.Array | None = None, train: bool = False,
+                 dropout_rate: jax.Array | float | None = None) -> jax.Array:
         """Args: tokens (B, T) int; token_types (B, T) int or None (all 0); token_mask (B, T), 1 real / 0 padding,
-        or None (all real); train: dropout on (RNG stream ``"dropout"``); dropout_rate: overrides ``dropout`` and
+        or None (all real); embeddings (B, T, d_model) or None: used instead of the word embeddings of ``tokens``;
+        train: dropout on (RNG stream ``"dropout"``); dropout_rate: overrides ``dropout`` and
         ``attention_dropout`` (may be traced). Returns what ``head`` gives (see the module docstring)."""
         self._check(tokens, token_types, token_mask)
+        if embeddings is not None and tuple(embeddings.shape) != (*tokens.shape, self.d_model):
+            raise ModelInputError(f"model {self.model_name!r}: embeddings of shape {tuple(embeddings.shape)}, "
+                                  f"expected {(*tokens.shape, self.d_model)} (tokens (B, T) by d_model)")
         B, T = tokens.shape
         norm = partial(nn.LayerNorm, epsilon=self.layer_norm_eps, use_fast_variance=False)
         dense = partial(nn.Dense, kernel_init=_init)
         word = nn.Embed(self.vocab_size, self.d_model, embedding_init=_init, name="word_embeddings")
         types = jnp.zeros_like(tokens) if token_types is None else token_types
-        x = (word(tokens)  # (B, T, D)
+        x = ((word(tokens) if embeddings is None else embeddings)  # (B, T, D)
              + LearnedPositions(self.max_positions, self.d_model, name="position_embeddings")(T)[None]  # (1, T, D)
              + nn.Embed(self.type_vocab_size, self.d_model, embedding_init=_init,
                         name="token_type_embeddings")(types))  # (B, T, D)
@@ -174,7 +190,9 @@ class Bert(nn.Module):
         if self.head == "token_classify":
             h = Dropout(self.dropout, name="classifier_dropout")(x, train=train, rate=dropout_rate)
             return dense(self.num_classes, name="classifier")(h)  # (B, T, C)
-        if self.head == "classify" or self.pooler:
+        if self.head == "classify" and self.pooling == "mean":
+            pooled = mean_pool(x, token_mask)  # (B, D): no pooler (sentence-transformers' summary)
+        elif self.head == "classify" or self.pooler:
             pooled = jnp.tanh(dense(self.d_model, name="pooler")(x[:, 0]))  # (B, D): [CLS]
         if self.head == "classify":
             pooled = Dropout(self.dropout, name="classifier_dropout")(pooled, train=train, rate=dropout_rate)
@@ -205,6 +223,8 @@ def build_bert(cfg: BertConfig, num_classes: int) -> nn.Module:
     for key in ("vocab_size", "max_positions", "type_vocab_size", "d_model", "num_layers", "num_heads", "ffn_dim"):
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"model.{key}: expected a positive number, got {getattr(cfg, key)}")
+    if cfg.pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling: unknown pooling {cfg.pooling!r}; expected one of {', '.join(POOLINGS)}")
     if cfg.d_model % cfg.num_heads:
         raise ConfigError(f"model.d_model={cfg.d_model} is not divisible by model.num_heads={cfg.num_heads}")
     for key in ("dropout", "attention_dropout"):
@@ -214,7 +234,7 @@ def build_bert(cfg: BertConfig, num_classes: int) -> nn.Module:
                 type_vocab_size=cfg.type_vocab_size, d_model=cfg.d_model, num_layers=cfg.num_layers,
                 num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
                 attention_dropout=cfg.attention_dropout, head=cfg.head, pooler=cfg.pooler,
-                layer_norm_eps=cfg.layer_norm_eps, model_name=cfg.name)
+                layer_norm_eps=cfg.layer_norm_eps, pooling=cfg.pooling, model_name=cfg.name)
 
 
 def config_from_hf(hf: dict[str, Any], name: str = "bert", **fields: Any) -> BertConfig:
@@ -322,5 +342,5 @@ def convert_bert_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     return traverse_util.unflatten_dict(flat, sep=SEP)
 
 
-__all__ = ["CONVERTER_PREFIXES", "HEADS", "VARIANTS", "Bert", "BertConfig", "BertLayer", "build_bert", "config_from_hf",
+__all__ = ["CONVERTER_PREFIXES", "HEADS", "POOLINGS", "VARIANTS", "Bert", "BertConfig", "BertLayer", "build_bert", "config_from_hf",
            "convert_bert_state_dict", "l2_normalize", "mean_pool"]

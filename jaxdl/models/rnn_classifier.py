@@ -7,7 +7,12 @@ Inputs, all with a leading batch axis:
   "an RNN reads a digit one row at a time" demo (``jaxdl train model.name=rnn_classifier data.name=digits``);
 - token ids ``(B, T)`` int, embedded first when ``embed_dim > 0``;
 - a dict ``{"inputs": x, "lengths": l}`` with per-example lengths ``l`` (B,) int: steps ``t >= l[b]`` are padding
-  and never reach the pooled features.
+  and never reach the pooled features;
+- a dict ``{"tokens": ids, "token_mask": m}`` (text classification data sets): right-padded token ids (B, T) int and
+  their mask (B, T), 1 at real tokens; the lengths are ``m.sum(1)``.
+
+``embeddings=`` (B, T, embed_dim) replaces the embedding lookup of the token ids: a pure path from input embeddings
+to logits, e.g. for integrated gradients (:func:`jaxdl.interpret.token_integrated_gradients`).
 
 Pooling: ``last`` is the top layer's final hidden state (forward and backward concatenated when bidirectional — with
 lengths, each example's state at its own last step); ``mean`` / ``max`` pool the top layer's outputs over real steps.
@@ -17,6 +22,7 @@ Submodules are named ``embedding``, ``rnn`` and ``head`` as in the usual PyTorch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -91,16 +97,39 @@ class RNNClassifier(nn.Module):
     pooling: str = "last"
     embed_dim: int = 0
     vocab_size: int = 0  # rows of the embedding when embed_dim > 0 (token ids must be < vocab_size)
+    # where the embedding table lives in params (for embedding-space attribution)
+    token_embedding: ClassVar[str] = "embedding/embedding"
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *, train: bool = False,
+    def __call__(self, inputs: jax.Array | None = None, lengths: jax.Array | None = None, *,
+                 tokens: jax.Array | None = None, token_mask: jax.Array | None = None,
+                 embeddings: jax.Array | None = None, train: bool = False,
                  dropout_rate: jax.Array | float | None = None) -> jax.Array:
-        """Args: inputs (see the module docstring); lengths (B,) int or None. Returns: logits (B, num_classes)."""
+        """Args: inputs (see the module docstring) or tokens (B, T) int with token_mask (B, T) (lengths
+        ``token_mask.sum(1)``); lengths (B,) int or None; embeddings (B, T, embed_dim) or None: used instead of the
+        embedding lookup. Returns: logits (B, num_classes)."""
+        if inputs is None and tokens is None:
+            raise ModelInputError("rnn_classifier: no input (expected inputs, or tokens with token_mask)")
+        if inputs is None:
+            inputs = tokens
+        if token_mask is not None:
+            if tuple(token_mask.shape) != tuple(inputs.shape[:2]):
+                raise ModelInputError(f"rnn_classifier: token_mask of shape {tuple(token_mask.shape)} does not "
+                                      f"match tokens of shape {tuple(inputs.shape)}")
+            if lengths is None:
+                lengths = jnp.sum(token_mask.astype(jnp.int32), axis=1)  # (B,): right-padded sequences
         if self.embed_dim > 0:
             if not jnp.issubdtype(inputs.dtype, jnp.integer) or inputs.ndim != 2:
                 raise ModelInputError(f"rnn_classifier with model.embed_dim={self.embed_dim} reads token ids "
                                       f"(B, T) int, got {tuple(inputs.shape)} {inputs.dtype}")
-            x = nn.Embed(self.vocab_size, self.embed_dim, name="embedding")(inputs)  # (B, T, E)
+            embed = nn.Embed(self.vocab_size, self.embed_dim, name="embedding")
+            if embeddings is None:
+                x = embed(inputs)  # (B, T, E)
+            elif tuple(embeddings.shape) != (*inputs.shape, self.embed_dim):
+                raise ModelInputError(f"rnn_classifier: embeddings of shape {tuple(embeddings.shape)}, expected "
+                                      f"{(*inputs.shape, self.embed_dim)} (tokens (B, T) by embed_dim)")
+            else:
+                x = embeddings  # (B, T, E)
         else:
             if jnp.issubdtype(inputs.dtype, jnp.integer):
                 raise ModelInputError(f"rnn_classifier got integer inputs {tuple(inputs.shape)} {inputs.dtype}; "
