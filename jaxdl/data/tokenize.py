@@ -250,6 +250,41 @@ def encode_texts(tok: Tokenizer, texts: Sequence[str], cache_dir: str | os.PathL
     return out
 
 
+def token_characters(tok: Tokenizer) -> np.ndarray:
+    """How many characters each token id adds to decoded text, so that bits per character can be summed per token.
+
+    Byte-level BPE: the UTF-8 bytes of the token that start a character (continuation bytes ``0x80..0xBF`` count 0),
+    so the counts of any token sequence sum to the characters of its decoded text even when a character's bytes
+    are split between tokens. WordPiece: the piece's length without the ``##`` prefix (the spaces between words are
+    not tokens and are not counted). Other models: the length of the token decoded alone. Special and added tokens
+    count 0.
+
+    Returns:
+      ``(vocab_size,)`` float32.
+    """
+    spec = json.loads(tok.to_str())
+    model = spec.get("model") or {}
+    byte_level = (spec.get("decoder") or {}).get("type") == "ByteLevel"
+    if byte_level:
+        # chr(x) for x in 0x80..0xBF is the two bytes (0xC2, x): the second symbol is continuation byte x's
+        pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        continuation = {pre.pre_tokenize_str(chr(x))[0][0][1] for x in range(0x80, 0xC0)}
+    prefix = model.get("continuing_subword_prefix") or "##"
+    added = set(tok.get_added_tokens_decoder())
+    out = np.zeros(tok.get_vocab_size(), np.float32)
+    for i in range(len(out)):
+        piece = tok.id_to_token(i)
+        if i in added or piece is None:
+            continue
+        if byte_level:
+            out[i] = sum(c not in continuation for c in piece)
+        elif model.get("type") == "WordPiece":
+            out[i] = len(piece[len(prefix):] if piece.startswith(prefix) else piece)
+        else:
+            out[i] = len(tok.decode([i]))
+    return out
+
+
 def decode(tok: Tokenizer, ids) -> str:
     """The text of token ids (special tokens kept, so an end-of-document token stays visible)."""
     return tok.decode([int(i) for i in np.asarray(ids).reshape(-1)], skip_special_tokens=False)

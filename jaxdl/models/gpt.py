@@ -44,13 +44,27 @@ import numpy as np
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import CheckpointError, ConfigError, ModelInputError
 from jaxdl.nn import Dropout
-from jaxdl.nn.attention import MultiHeadAttention, causal_mask
+from jaxdl.nn.attention import MultiHeadAttention, causal_mask, combine_masks, segment_mask
 from jaxdl.nn.positions import LearnedPositions
 from jaxdl.nn.transformer import LAYER_NORM_EPS, FeedForward, RMSNorm
 
 # The cache pytree of every attention layer plus the model's position; with the sliding window also
 # {"window": (B, C) int32, "length": int32 scalar}.
 State = Any
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """Positions that restart at each segment of packed sequences: ``t - first(t)``, where ``first(t)`` is the index
+    of the first token of t's segment (segments are contiguous runs along the last axis).
+
+    Args: segment_ids (B, T) ints. Returns: (B, T) int32.
+    """
+    T = segment_ids.shape[-1]
+    idx = jnp.arange(T, dtype=jnp.int32)  # (T,)
+    new = jnp.concatenate([jnp.ones_like(segment_ids[..., :1], bool),
+                           segment_ids[..., 1:] != segment_ids[..., :-1]], axis=-1)  # (B, T): a segment starts here
+    first = lax.cummax(jnp.where(new, idx, 0), axis=segment_ids.ndim - 1)  # (B, T): start of t's segment
+    return idx - first
 
 
 class Block(nn.Module):
@@ -68,13 +82,14 @@ class Block(nn.Module):
     init_std: float
 
     @nn.compact
-    def __call__(self, x, mask, *, decode: bool, train: bool, dropout_rate):
+    def __call__(self, x, mask, *, decode: bool, train: bool, dropout_rate, positions=None):
         norm = (lambda name: nn.LayerNorm(epsilon=self.norm_eps, name=name)) if self.norm == "layer" else (
             lambda name: RMSNorm(epsilon=self.norm_eps, name=name))
         attn = MultiHeadAttention(num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, use_bias=self.use_bias,
                                   dropout=self.dropout, rope_theta=self.rope_theta,
                                   kernel_init=nn.initializers.normal(self.init_std), name="attn")
-        h = attn(norm("norm_1")(x), mask=mask, decode=decode, train=train, dropout_rate=dropout_rate)  # (B, T, D)
+        h = attn(norm("norm_1")(x), mask=mask, positions=positions, decode=decode, train=train,
+                 dropout_rate=dropout_rate)  # (B, T, D)
         x = x + Dropout(self.dropout, name="attn_dropout")(h, train=train, rate=dropout_rate)
         mlp = FeedForward(self.mlp_dim, self.activation, use_bias=self.use_bias, dropout=self.dropout,
                           kernel_init=nn.initializers.normal(self.init_std), name="mlp")
@@ -102,10 +117,14 @@ class DecoderLM(nn.Module):
     init_std: float = 0.02
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool = False, dropout_rate: jax.Array | float | None = None,
-                 decode: bool = False) -> jax.Array:
+    def __call__(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None, train: bool = False,
+                 dropout_rate: jax.Array | float | None = None, decode: bool = False) -> jax.Array:
         """Args:
           tokens: (B, T) int token ids.
+          segment_ids: optional (B, T) int document index of each token of packed documents (each document a
+            contiguous run). A token then attends only to earlier tokens of its own document, and positions
+            (learned or RoPE) restart at each document: ``position[t] = t - first(t)``, ``first(t)`` the index of
+            the first token of t's document. Ignored when decoding (the cache holds one sequence).
           train: dropout on (RNG stream ``"dropout"``); ``dropout_rate`` overrides ``dropout`` (may be traced).
           decode: continue from the ``"cache"`` collection (``apply(..., mutable=["cache"])``; ``init`` with
             ``decode=True`` sizes it from the input's length) — usually through :meth:`step`.
@@ -122,6 +141,11 @@ class DecoderLM(nn.Module):
             raise ConfigError(f"DecoderLM: positions must be 'learned' or 'rope', got {self.positions!r}")
         if self.norm not in ("layer", "rms"):
             raise ConfigError(f"DecoderLM: norm must be 'layer' or 'rms', got {self.norm!r}")
+        if decode:
+            segment_ids = None
+        if segment_ids is not None and tuple(segment_ids.shape) != (B, T):
+            raise ModelInputError(f"DecoderLM: segment_ids must have the tokens' shape {(B, T)}, got shape "
+                                  f"{tuple(segment_ids.shape)}")
         offset = 0
         if decode:
             if not self.is_initializing() and not self.has_variable("cache", "position"):
@@ -135,15 +159,21 @@ class DecoderLM(nn.Module):
         std = nn.initializers.normal(self.init_std)
         embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=std, name="token_embedding")
         x = embed(tokens)  # (B, T, D)
+        pos = offset + jnp.arange(T)  # (T,)
+        if segment_ids is not None:
+            pos = segment_positions(segment_ids)  # (B, T): restart at each document
         if self.positions == "learned":
-            x = x + LearnedPositions(self.context_length, self.d_model, name="positions")(offset + jnp.arange(T))
+            x = x + LearnedPositions(self.context_length, self.d_model, name="positions")(pos)
         x = Dropout(self.dropout, name="embed_dropout")(x, train=train, rate=dropout_rate)
-        mask = None if decode else causal_mask(T)  # (1, 1, T, T); the cache applies its own causal mask
+        # (1, 1, T, T), or (B, 1, T, T) with documents; the cache applies its own causal mask
+        mask = None if decode else combine_masks(causal_mask(T),
+                                                 None if segment_ids is None else segment_mask(segment_ids))
         rope = self.rope_theta if self.positions == "rope" else None
         for i in range(self.num_layers):
             x = Block(self.num_heads, self.num_kv_heads, self.mlp_dim, self.activation, self.use_bias, self.norm,
                       self.norm_eps, rope, self.dropout, self.init_std, name=f"block_{i}")(
-                x, mask, decode=decode, train=train, dropout_rate=dropout_rate)  # (B, T, D)
+                x, mask, decode=decode, train=train, dropout_rate=dropout_rate,
+                positions=None if segment_ids is None else pos)  # (B, T, D)
         norm_f = nn.LayerNorm(epsilon=self.norm_eps, name="norm_f") if self.norm == "layer" else RMSNorm(
             epsilon=self.norm_eps, name="norm_f")
         x = norm_f(x)  # (B, T, D)
