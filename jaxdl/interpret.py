@@ -9,11 +9,14 @@ e.g. ``lambda x: model(variables, x)`` (eval mode). ``target`` is a class index 
   (Sundararajan et al. 2017); the attributions sum to ``f_c(x) - f_c(x')`` (completeness).
 - :func:`grad_cam` — ``ReLU(Σ_k w_k A_k)`` with ``w_k`` the spatial mean of ``∂f_c/∂A_k`` for a convolutional layer's
   output ``A`` (Selvaraju et al. 2017); works on any Linen model by intercepting the named layer.
+
+Transformers: :func:`attention_maps` returns every attention layer's probabilities per head, (B, H, Tq, Tk), keyed by
+layer path; :func:`plot_attention` draws them as a grid of layers × heads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -158,4 +161,163 @@ def overlay(image, heat, path, title: str = "") -> None:
     fig.savefig(path, dpi=100)
 
 
-__all__ = ["conv_layers", "grad_cam", "integrated_gradients", "layer_names", "overlay", "saliency", "smoothgrad"]
+
+# --------------------------------------------------------------------------------------------------------------------
+# Attention maps (Transformers): what each layer's heads attend to
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _collect_attention(tree, path: tuple[str, ...], out: dict) -> None:
+    """Depth-first over the ``intermediates`` collection in insertion (= call) order: every
+    ``.../<module>/attention_weights`` entry becomes ``out["<module path>"]`` (``"<path>[i]"`` for the i-th call of a
+    module called more than once)."""
+    for key, value in tree.items():
+        if key == "attention_weights":
+            name = "/".join(path)
+            for i, weights in enumerate(value):
+                out[name if len(value) == 1 else f"{name}[{i}]"] = weights
+        elif isinstance(value, Mapping):
+            _collect_attention(value, (*path, str(key)), out)
+
+
+def attention_maps(model, variables, inputs, **kwargs):
+    """The attention probabilities of every :class:`~jaxdl.nn.MultiHeadAttention` layer of ``model``, per head:
+    ``A[b, h, i, j] = softmax_j(q_i · k_j · scale + bias_ij)`` over the keys a query may see (masked keys: 0).
+
+    Runs ``model`` once with the ``intermediates`` collection mutable, where each attention layer records its
+    weights (without that collection they are never kept, so ordinary calls cost nothing extra).
+
+    Args:
+      model: a jaxdl Model (``models.get(...)``; its Linen module is used) or a Linen module.
+      variables: the model's variables (``{"params": …}`` plus any state collections).
+      inputs: token ids (B, T), or a dict of named arrays passed as keyword arguments — BERT's ``tokens`` /
+        ``token_types`` / ``token_mask``, T5's ``source`` / ``target_in`` / ``source_mask``.
+      **kwargs: further keyword arguments of the call (``token_mask=…``, ``train=False``, ``method="encode"``).
+    Returns:
+      ``{layer path: (B, H, Tq, Tk) float32 numpy array}`` in call order (= layer order): ``"block_0/attn"``,
+      ``"block_1/attn"`` … for GPT/Llama (grouped-query layers give one map per query head), ``"layer_0/attention"``
+      for BERT, and for T5 ``"encoder/block_0/self_attention"`` …, then per decoder block ``…/self_attention`` and
+      ``…/cross_attention`` (Tk = the source length).
+    Raises:
+      JaxdlError when ``model`` is neither a jaxdl Model nor a Linen module, or has no attention layer.
+    """
+    import numpy as np
+
+    module = model.module if getattr(model, "module", None) is not None else model
+    if not isinstance(module, nn.Module):
+        raise JaxdlError(f"attention_maps: expected a jaxdl Model or a Linen module, got {type(model).__name__}")
+    named = dict(inputs) if isinstance(inputs, Mapping) else {}
+    named.update(kwargs)
+    # arrays are traced; everything else (train=False, method="encode") is fixed in the compiled function
+    arrays = {k: v for k, v in named.items() if isinstance(v, (jax.Array, np.ndarray))}
+    static = {k: v for k, v in named.items() if k not in arrays}
+    args = () if isinstance(inputs, Mapping) else (inputs,)
+    clean = {k: v for k, v in variables.items() if k != "intermediates"}
+
+    names: list[str] = []  # call order, read while tracing (a jitted function's output dicts come back sorted)
+
+    @jax.jit
+    def run(variables, args, arrays):
+        state = module.apply(variables, *args, mutable=["intermediates"], **arrays, **static)[1]
+        found: dict = {}
+        _collect_attention(state.get("intermediates", {}), (), found)
+        names[:] = list(found)
+        return list(found.values())
+
+    weights = run(clean, args, arrays)
+    if not names:
+        raise JaxdlError(f"attention_maps: {type(module).__name__} recorded no attention weights (it has no "
+                         "jaxdl.nn.MultiHeadAttention layer)")
+    return {name: np.asarray(w, np.float32) for name, w in zip(names, weights)}
+
+
+def _pick_layers(maps, layers) -> list[str]:
+    names = list(maps)
+    if layers is None:
+        return names
+    picked = []
+    for layer in layers:
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            if not -len(names) <= layer < len(names):
+                raise JaxdlError(f"plot_attention: layer index {layer} is out of range for {len(names)} maps")
+            picked.append(names[layer])
+        elif layer in maps:
+            picked.append(layer)
+        else:
+            raise JaxdlError(f"plot_attention: no attention map named {layer!r}; maps: {', '.join(names)}")
+    return picked
+
+
+def plot_attention(maps, tokens, path, layers=None, heads=None, *, example: int = 0, key_tokens=None,
+                   max_labels: int = 32):
+    """Draw attention maps as a PNG grid: one row per layer, one column per head (query i down, key j across;
+    colour 0 … 1).
+
+    Args:
+      maps: ``{layer: (B, H, Tq, Tk)}`` from :func:`attention_maps`.
+      tokens: token strings labelling the query axis (and the key axis, unless ``key_tokens`` is given), or None.
+        Labels are drawn on an axis whose length they match, when it has at most ``max_labels`` positions.
+      path: the PNG file to write (folders are created).
+      layers: layer names or indices into ``maps`` (default: all, in order).
+      heads: head indices (default: every head of each layer).
+      example: which batch element to draw.
+      key_tokens: labels of the key axis when it differs from the queries' (T5 cross-attention: the source).
+    Returns: the path written.
+    Raises: JaxdlError naming an unknown layer, an out-of-range head or example, or empty ``maps``.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not maps:
+        raise JaxdlError("plot_attention: no attention maps to draw")
+    names = _pick_layers(maps, layers)
+    arrays = {}
+    for name in names:
+        a = np.asarray(maps[name])
+        if a.ndim != 4:
+            raise JaxdlError(f"plot_attention: map {name!r} has shape {a.shape}; expected (B, H, Tq, Tk)")
+        if not -a.shape[0] <= example < a.shape[0]:
+            raise JaxdlError(f"plot_attention: example {example} is out of range for a batch of {a.shape[0]}")
+        arrays[name] = a[example]  # (H, Tq, Tk)
+    width = max(a.shape[0] for a in arrays.values())
+    cols = list(range(width)) if heads is None else [int(h) for h in heads]
+    for h in cols:
+        if not 0 <= h < width:
+            raise JaxdlError(f"plot_attention: head {h} is out of range; the maps have {width} heads")
+    queries = None if tokens is None else [str(t) for t in tokens]
+    keys = queries if key_tokens is None else [str(t) for t in key_tokens]
+    # a Figure with its own canvas: the user's matplotlib backend and pyplot state are left alone
+    fig = Figure(figsize=(1.8 * len(cols) + 0.6, 1.8 * len(names) + 0.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(names), len(cols), squeeze=False)
+    for r, name in enumerate(names):
+        a = arrays[name]
+        for c, h in enumerate(cols):
+            ax = axes[r, c]
+            if h >= a.shape[0]:  # a layer with fewer heads than the widest
+                ax.axis("off")
+                continue
+            ax.imshow(a[h], vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+            ax.set_title(f"{name} · head {h}", fontsize=5)
+            tq, tk = a.shape[1], a.shape[2]
+            small = max(tq, tk) <= max_labels
+            if small and keys is not None and len(keys) == tk:
+                ax.set_xticks(range(tk), keys, rotation=90, fontsize=4)
+            else:
+                ax.set_xticks([])
+            if small and c == 0 and queries is not None and len(queries) == tq:
+                ax.set_yticks(range(tq), queries, fontsize=4)
+            else:
+                ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return path
+
+
+__all__ = ["attention_maps", "conv_layers", "grad_cam", "integrated_gradients", "layer_names", "overlay",
+           "plot_attention", "saliency", "smoothgrad"]

@@ -163,6 +163,10 @@ class MultiHeadAttention(nn.Module):
     Dropout (``dropout``) is on the attention weights; a block applies its own residual dropout after ``out``.
     RoPE (``rope_theta``) rotates queries and keys of self-attention (positions from the call, else
     ``arange(T)``, offset by the cache index while decoding).
+
+    Attention weights: with ``mutable=["intermediates"]`` each call records its probabilities ``(B, H, T, Tk)``
+    (float32, after attention dropout, so take them in eval mode) as ``intermediates/<path>/attention_weights``;
+    without that collection nothing is kept. :func:`jaxdl.interpret.attention_maps` collects them per layer.
     """
 
     num_heads: int
@@ -252,7 +256,11 @@ class MultiHeadAttention(nn.Module):
                 raise ModelInputError(f"{'/'.join(map(str, self.path)) or 'MultiHeadAttention'}: training with "
                                       "attention dropout needs an RNG key: pass rngs={'dropout': key} to apply")
             rng = self.make_rng("dropout")
-        out = dot_product_attention(q, k, v, mask, bias, scale=self.scale, dropout_rate=rate, dropout_rng=rng)
+        out, weights = dot_product_attention(q, k, v, mask, bias, scale=self.scale, dropout_rate=rate,
+                                             dropout_rng=rng, return_weights=True)
+        # (B, H, T, Tk) probabilities, kept only when the caller makes "intermediates" mutable
+        # (jaxdl.interpret.attention_maps); otherwise sow does nothing and XLA drops the unused output
+        self.sow("intermediates", "attention_weights", weights)
         if overflow is not None:  # past the cache's end: make it loud rather than silently wrong
             out = jnp.where(overflow, jnp.nan, out)
         out = out.reshape(B, T, H * Dh)  # (B, T, H*Dh): heads concatenated
