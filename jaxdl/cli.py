@@ -7,6 +7,7 @@
     jaxdl sweep experiments/quickstart.py [--sweep 'optim.lr=1e-3,3e-3 seed=0:4'] [--dry-run]
     jaxdl report runs/sweeps/quickstart [--format md] [--metric val/loss]
     jaxdl explain runs/mnist5k_lenet/20261124-101500 --image digit.png
+    jaxdl explain runs/shakespeare_char_gpt/20261124-101500 --attention "To be, or not to be"
     jaxdl generate --prompt "The capital of France is" [--packaged NAME | --gguf FILE] [--max-tokens 32]
     jaxdl models
 """
@@ -137,15 +138,67 @@ def load_image(path: str | Path, shape: tuple[int, ...]):
     return arr[..., None] if c == 1 else arr
 
 
+def encode_text(ds, text: str):
+    """``(ids (T,) int32, token labels)`` of ``text`` with a text data set's character vocabulary
+    (``info["vocab"]``) or subword tokenizer (``info["tokenizer"]``); DataError for a data set with neither."""
+    import numpy as np
+
+    from jaxdl.errors import DataError
+
+    info = getattr(ds, "info", None) or {}
+    if info.get("vocab"):
+        from jaxdl.data.text import encode
+
+        shown = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # whitespace made visible on the plot's axes
+        return encode(text, info["vocab"]), [shown.get(c, c) for c in text]
+    if info.get("tokenizer"):
+        from jaxdl.data import tokenize
+
+        tok = tokenize.load_tokenizer(info["tokenizer"]["json"])
+        (ids,) = tokenize.encode_texts(tok, [text], cache_dir=False)
+        return np.asarray(ids, np.int32), [tok.id_to_token(int(i)) for i in ids]
+    raise DataError(f"data set {getattr(ds, 'name', '?')!r} has no vocabulary or tokenizer to encode text with; "
+                    "attention maps need a run trained on text")
+
+
+def explain_attention(s, variables, text: str, out_dir: Path) -> list[Path]:
+    """``jaxdl explain --attention TEXT``: every attention layer's maps for ``text`` (encoded with the run's data
+    set) as ``attention.npz`` (one (1, H, T, T) array per layer path) and ``attention.png`` (layers × heads)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdl import interpret
+    from jaxdl.errors import DataError
+
+    ids, labels = encode_text(s.dataset, text)
+    if len(ids) == 0:
+        raise DataError(f"explain --attention: {text!r} encodes to no tokens")
+    full = {"params": variables["params"], **variables["model_state"]}
+    maps = interpret.attention_maps(s.model, full, jnp.asarray(ids[None], jnp.int32))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "attention.npz", **maps)
+    png = interpret.plot_attention(maps, labels, out_dir / "attention.png")
+    return [out_dir / "attention.npz", png]
+
+
 def cmd_explain(args) -> int:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from jaxdl import interpret
+    from jaxdl.errors import ConfigError
     from jaxdl.train import restore
 
+    if args.image is None and args.attention is None:
+        raise ConfigError("explain: give --image FILE (attribution maps of an image model) or --attention TEXT "
+                          "(attention maps of a text model)")
     s, variables = restore(args.run_dir, which=args.which)
+    if args.attention is not None:
+        for p in explain_attention(s, variables, args.attention, Path(args.out or Path(args.run_dir) / "explain")):
+            print(f"wrote {p}")
+        if args.image is None:
+            return 0
     model, ds = s.model, s.dataset
     x = load_image(args.image, ds.input_shape)
     if ds.mean is not None:
@@ -299,9 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-plots", action="store_true")
     rp.set_defaults(fn=cmd_report)
 
-    x = sub.add_parser("explain", help="attribution maps (saliency, SmoothGrad, integrated gradients, Grad-CAM)")
+    x = sub.add_parser("explain", help="attribution maps (saliency, SmoothGrad, integrated gradients, Grad-CAM); "
+                                        "attention maps of text models")
     x.add_argument("run_dir")
-    x.add_argument("--image", required=True, help="an image file (PNG/JPEG), resized to the model's input")
+    x.add_argument("--image", help="an image file (PNG/JPEG), resized to the model's input")
+    x.add_argument("--attention", metavar="TEXT", help="a text run: write the attention maps of every layer and "
+                   "head for TEXT (attention.npz, attention.png)")
     x.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
     x.add_argument("--which", choices=("best", "latest"), default="best")
     x.add_argument("--out", help="output folder (default RUN_DIR/explain)")

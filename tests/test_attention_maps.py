@@ -149,3 +149,26 @@ def test_models_without_attention_are_refused():
         attention_maps(mlp, random_variables(mlp.init, x), x)
     with pytest.raises(JaxdlError, match="expected a jaxdl Model or a Linen module, got function"):
         attention_maps(lambda v, x: x, {}, x)
+
+
+def test_explain_attention_for_a_text_run(gpt, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from jaxdl import cli
+    from jaxdl.errors import DataError
+
+    model, variables, _, _ = gpt
+    vocab = ["<unk>", *"abcdefghij ", "\n"]  # a character data set's info["vocab"] (13 entries = V)
+    run = SimpleNamespace(model=model, dataset=SimpleNamespace(name="letters", info={"vocab": vocab}))
+    npz, png = cli.explain_attention(run, {"params": variables["params"], "model_state": {}}, "ab c\nd", tmp_path)
+    with np.load(npz) as f:
+        assert list(f.files) == ["block_0/attn", "block_1/attn"] and f["block_1/attn"].shape == (1, 2, 6, 6)
+        assert_rows_sum_to_one(f["block_0/attn"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert cli.encode_text(run.dataset, "a b")[1] == ["a", "␣", "b"]
+    with pytest.raises(DataError, match="data set 'digits' has no vocabulary or tokenizer to encode text with"):
+        cli.encode_text(SimpleNamespace(name="digits", info={}), "abc")
+    with pytest.raises(DataError, match="'' encodes to no tokens"):
+        cli.explain_attention(run, {"params": variables["params"], "model_state": {}}, "", tmp_path)
+    assert cli.main(["explain", str(tmp_path)]) == 2
+    assert "give --image FILE (attribution maps of an image model) or --attention TEXT" in capsys.readouterr().err
