@@ -108,3 +108,16 @@ def test_bad_training_arguments_name_the_culprit(cache):
 def test_special_ids_recognise_gpt2_names(cache):
     tok = T.train_tokenizer(TEXTS, "bpe", 270, special_tokens=["<|endoftext|>"], min_frequency=1)
     assert T.special_ids(tok) == {"eos": 0}
+
+
+def test_token_characters_sum_to_the_decoded_length(cache):
+    bpe = T.train_tokenizer(TEXTS, "bpe", 300, min_frequency=1)
+    chars = T.token_characters(bpe)
+    assert chars.shape == (300,) and (chars[:4] == 0).all()  # special tokens add no characters
+    for s in ["plain ascii", "ünïcode 😀 — λ split across byte tokens", TEXTS[1]]:
+        (ids,) = T.encode_texts(bpe, [s], cache_dir=False)
+        assert chars[ids].sum() == len(s)
+    wp = T.train_tokenizer(TEXTS, "wordpiece", 150, min_frequency=1)
+    wchars = T.token_characters(wp)
+    (ids,) = T.encode_texts(wp, ["Hellos world"], cache_dir=False)
+    assert wchars[ids].sum() == len("Hellosworld")  # pieces without ##; the space is not a token
