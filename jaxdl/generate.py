@@ -123,21 +123,142 @@ def generate(step_fn: StepFn, carry: Any, prompt: jax.Array, key: jax.Array, *, 
                      jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# A padded batch: one prefill into a fixed cache, each row at its own position
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The names of the token counters in a decoding state (MultiHeadAttention's ``cache_index``, the models' ``position``):
+# after the prefill of a padded prompt they are set back to each row's real length.
+COUNTERS = ("cache_index", "position")
+
+
+def _stop_array(stop_tokens) -> jax.Array:
+    """Stop ids as an int32 array padded with -1 (no token) to a multiple of 8, so that new stop tokens (up to 8 of
+    them) never recompile."""
+    ids = np.asarray(stop_tokens, np.int64).reshape(-1)
+    out = np.full((max(8, -(-ids.size // 8) * 8),), -1, np.int32)
+    out[:ids.size] = ids
+    return jnp.asarray(out)
+
+
+def _rewind(states: Any, lengths: jax.Array) -> Any:
+    """Row-stacked decoding states with every counter set to that row's ``lengths`` (B,): the next token is written
+    (and attends) from there, and the cache slots of the padding behind it are overwritten before anyone reads them."""
+    found = []
+
+    def reset(path, leaf):
+        if path and getattr(path[-1], "key", None) in COUNTERS:
+            found.append(path)
+            return lengths.astype(leaf.dtype).reshape(leaf.shape)  # (B,)
+        return leaf
+
+    states = jax.tree_util.tree_map_with_path(reset, states)
+    if not found:
+        raise JaxdlError(f"the decoding state has no counters named {' or '.join(COUNTERS)}: prompts of different "
+                         "lengths need a model with a key/value cache (GPT, Llama, T5)")
+    return states
+
+
+def _decode_rows(step_row: StepFn, states: Any, prompt: jax.Array, lengths: jax.Array, key: jax.Array,
+                 num_steps: int, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, stop: jax.Array,
+                 pad_id: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    step = jax.vmap(step_row)  # each row is a batch of one with its own counters: its own cache position
+    B = prompt.shape[0]
+    logits, states = step(states, prompt[:, None, :])  # (B, 1, P, V): the prefill, every row over the whole bucket
+    states = _rewind(states, lengths)
+    first = logits[jnp.arange(B), 0, lengths - 1]  # (B, V): each row's last real prompt position
+    keys = jax.random.split(key, num_steps)
+
+    def cond(c):
+        i, done = c[0], c[4]
+        return (i < num_steps) & ~jnp.all(done)
+
+    def body(c):
+        i, states, last, tokens, done, n = c
+        token = sample_logits(last, keys[i], temperature, top_k, top_p)  # (B,)
+        token = jnp.where(done, pad_id, token)
+        tokens = lax.dynamic_update_slice_in_dim(tokens, token[:, None], i, axis=1)  # (B, num_steps)
+        n = n + (~done).astype(jnp.int32)
+        done = done | jnp.isin(token, stop)
+        logits, states = step(states, token[:, None, None])  # (B, 1, 1, V)
+        return i + 1, states, logits[:, 0, -1], tokens, done, n
+
+    tokens = jnp.full((B, num_steps), pad_id, jnp.int32)
+    start = (jnp.int32(0), states, first, tokens, jnp.zeros((B,), bool), jnp.zeros((B,), jnp.int32))
+    _, _, last, tokens, _, n = lax.while_loop(cond, body, start)
+    return tokens, n, last
+
+
+_generate_padded = jax.jit(_decode_rows, static_argnames=("step_row", "num_steps"))
+
+
+def generate_padded(step_fn: StepFn, states: Any, prompt: jax.Array, lengths: jax.Array, key: jax.Array, *,
+                    num_steps: int, temperature: jax.Array | float = 1.0, top_k: jax.Array | int = 0,
+                    top_p: jax.Array | float = 1.0, stop_tokens: jax.Array | tuple[int, ...] = (),
+                    pad_id: jax.Array | int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Continue a right-padded batch of prompts of different lengths; each row decodes at its own position.
+
+    ``step_fn(state, tokens (1, T)) -> (logits (1, T, V), state)`` runs on one row; ``states`` are the rows'
+    states stacked on a leading axis (``jax.vmap`` runs the rows together). One call feeds every row's whole padded
+    prompt (the prefill fills the fixed-size cache), the counters named in ``COUNTERS`` are set back to each row's
+    length, and row ``b``'s first token is drawn from its logits at ``lengths[b] - 1``; from then on row ``b``
+    writes its cache at ``lengths[b] + i`` and attends to slots ``<= lengths[b] + i`` only, so the padding behind
+    its prompt is overwritten before it is ever read: the result is that of each row alone, unpadded.
+
+    A row stops after it emits one of ``stop_tokens``; later positions hold ``pad_id``. The loop is a
+    ``lax.while_loop`` of at most ``num_steps`` steps that ends when every row has stopped.
+
+    Args:
+      step_fn: static (jit caches on its identity: pass the same function object to reuse the program).
+      states: row-stacked states whose caches hold at least ``P + num_steps`` positions.
+      prompt: (B, P) int, right-padded; lengths: (B,) int in [1, P], traced (a new length does not recompile).
+      key: PRNG key; step ``i`` draws with ``split(key, num_steps)[i]`` (as :func:`generate`).
+      temperature, top_k, top_p, pad_id: traced scalars; stop_tokens: ids (up to 8 share one program).
+
+    Returns:
+      ``(tokens (B, num_steps) int32, lengths (B,) int32, last_logits (B, V))``: the new tokens, how many each
+      row emitted (its stop token included), and the logits after feeding each row's last token.
+    """
+    return _generate_padded(step_fn, states, jnp.asarray(prompt, jnp.int32), jnp.asarray(lengths, jnp.int32), key,
+                            int(num_steps), jnp.asarray(temperature, jnp.float32), jnp.asarray(top_k, jnp.int32),
+                            jnp.asarray(top_p, jnp.float32), _stop_array(stop_tokens), jnp.asarray(pad_id, jnp.int32))
+
+
+def _model_step(model, variables) -> StepFn:
+    def step_fn(carry, tokens):
+        (logits, carry), _ = model.apply(variables, {"tokens": tokens, "state": carry}, method="step")
+        return logits, carry
+
+    return step_fn
+
+
 @functools.lru_cache(maxsize=32)
 def _sampler(model) -> Callable[..., tuple[jax.Array, jax.Array, Any]]:
-    """The compiled sampling program of ``model`` (one per model object; jit caches per shape and num_steps)."""
+    """The compiled sampling program of ``model`` for prompts of one length (one per model object; jit caches per
+    shape and num_steps): the whole batch shares the cache position (and the sliding window past the context)."""
 
     @functools.partial(jax.jit, static_argnames=("num_steps",))
     def run(variables, prompt, key, temperature, top_k, top_p, num_steps):
-        def step_fn(carry, tokens):
-            (logits, carry), _ = model.apply(variables, {"tokens": tokens, "state": carry}, method="step")
-            return logits, carry
-
         size = prompt.shape[0]
         if _takes_max_length(model):  # a decoding cache is sized for the prompt and every fed-back token
             size = {"batch_size": size, "max_length": prompt.shape[1] + num_steps}
         carry, _ = model.apply(variables, size, method="initial_state")
-        return _generate(step_fn, carry, prompt, key, num_steps, temperature, top_k, top_p)
+        return _generate(_model_step(model, variables), carry, prompt, key, num_steps, temperature, top_k, top_p)
+
+    return run
+
+
+@functools.lru_cache(maxsize=32)
+def _bucket_sampler(model) -> Callable[..., tuple[jax.Array, jax.Array, jax.Array]]:
+    """The compiled program of ``model`` for a right-padded batch (one per model object; jit caches per bucket
+    length, cache length and num_steps)."""
+
+    @functools.partial(jax.jit, static_argnames=("num_steps", "max_length"))
+    def run(variables, prompt, lengths, key, temperature, top_k, top_p, stop, pad_id, num_steps, max_length):
+        state, _ = model.apply(variables, {"batch_size": 1, "max_length": max_length}, method="initial_state")
+        states = jax.tree.map(lambda x: jnp.broadcast_to(x, (prompt.shape[0], *x.shape)), state)  # per row
+        return _decode_rows(_model_step(model, variables), states, prompt, lengths, key, num_steps, temperature,
+                            top_k, top_p, stop, pad_id)
 
     return run
 
@@ -147,6 +268,17 @@ def _takes_max_length(model) -> bool:
 
     fn = getattr(type(getattr(model, "module", None)), "initial_state", None)
     return fn is not None and "max_length" in inspect.signature(fn).parameters
+
+
+def bucket_length(length: int, buckets: tuple[int, ...] | None = None) -> int:
+    """The padded length of a prompt of ``length`` tokens: the smallest of ``buckets`` that holds it (default: the
+    powers of two from 16), else ``length`` rounded up to a power of two; ``buckets=()`` pads nothing."""
+    if buckets is not None and not buckets:
+        return int(length)
+    fits = [b for b in (buckets or ()) if b >= length]
+    if fits:
+        return int(min(fits))
+    return max(16 if buckets is None else 1, 1 << max(int(length) - 1, 0).bit_length())
 
 
 def _check_prompt(model, prompt) -> jax.Array:
@@ -166,38 +298,80 @@ def _check_prompt(model, prompt) -> jax.Array:
     return prompt.astype(jnp.int32)
 
 
+def _stop_after(tokens: jax.Array, stop: jax.Array, pad_id: int) -> tuple[jax.Array, jax.Array]:
+    """``tokens`` (B, N) with ``pad_id`` after each row's first stop token, and the rows' lengths (B,)."""
+    hit = jnp.isin(tokens, stop)  # (B, N)
+    before = jnp.cumsum(hit, axis=1) - hit  # (B, N) stop tokens strictly before each position
+    keep = before == 0
+    return jnp.where(keep, tokens, pad_id), jnp.sum(keep, axis=1).astype(jnp.int32)
+
+
 def sample(model, variables, prompt, key: jax.Array, *, num_steps: int, temperature: float | jax.Array = 1.0,
-           top_k: int | jax.Array = 0, top_p: float | jax.Array = 1.0) -> jax.Array:
+           top_k: int | jax.Array = 0, top_p: float | jax.Array = 1.0, prompt_lengths=None,
+           buckets: tuple[int, ...] | None = None, stop_tokens: tuple[int, ...] = (), pad_id: int = 0,
+           return_lengths: bool = False):
     """Continue ``prompt`` with ``num_steps`` sampled tokens from a model with ``initial_state``/``step`` methods.
 
+    Models with a key/value cache (``gpt``, ``llama``: ``initial_state`` takes a ``max_length``) take a batch of
+    prompts of different lengths: ``prompt`` right-padded, ``prompt_lengths`` the real lengths. The prompt is padded
+    further to a bucket (:func:`bucket_length`) and decoded by :func:`generate_padded` with a cache of bucket +
+    ``num_steps`` positions, so every prompt length of a bucket shares one compiled program. When that cache would
+    exceed the model's ``context_length``, prompts of one length go through the shared-position loop instead
+    (:func:`generate` with the model's sliding window). Recurrent models (``rnn_lm``) take prompts of one length.
+
     Args:
-      model: a :class:`jaxdl.models.Model` such as ``rnn_lm`` or ``gpt`` (whose ``initial_state`` takes a
-        ``max_length``: it is given the prompt's length plus ``num_steps``).
-      variables: its variables (``{"params": ...}``).
+      model: a :class:`jaxdl.models.Model`; variables: its variables (``{"params": ...}``).
       prompt: (B, P) or (P,) int token ids, P >= 1.
       key: PRNG key.
-      num_steps: tokens to sample; a new value compiles once more, new keys/temperatures/top_k do not.
+      num_steps: tokens to sample; a new value compiles once more, new keys/temperatures/top_k/top_p do not.
       temperature: 0 for greedy decoding.
       top_k: keep the k most likely tokens (ties kept); 0 keeps all.
       top_p: keep the smallest most-likely set of tokens whose probability reaches top_p; 1 keeps all.
+      prompt_lengths: (B,) real lengths in [1, P]; None: every row is P tokens.
+      buckets: padded prompt lengths to choose from; None: powers of two from 16; ``()``: no padding.
+      stop_tokens: ids (e.g. end of sequence) after which a row stops; later positions hold ``pad_id``.
+      return_lengths: also return how many tokens each row emitted (its stop token included).
 
     Returns:
-      (B, num_steps) int32: the sampled tokens (without the prompt).
+      (B, num_steps) int32: the sampled tokens (without the prompt); with ``return_lengths`` also (B,) int32.
     """
     prompt = _check_prompt(model, prompt)
     if num_steps < 0:
         raise JaxdlError(f"num_steps must be >= 0, got {num_steps}")
-    tokens, _, _ = _sampler(model)(variables, prompt, key, jnp.asarray(temperature, jnp.float32),
-                                   jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32),
-                                   num_steps=int(num_steps))
-    return tokens
+    B, P = prompt.shape
+    lengths = np.full((B,), P) if prompt_lengths is None else np.asarray(prompt_lengths).reshape(-1)
+    if lengths.shape != (B,) or lengths.min(initial=1) < 1 or lengths.max(initial=1) > P:
+        raise JaxdlError(f"model {model.name!r}: prompt_lengths must be {B} lengths in [1, {P}] (the padded prompt's "
+                         f"width), got {lengths.tolist()}")
+    temperature, top_k = jnp.asarray(temperature, jnp.float32), jnp.asarray(top_k, jnp.int32)
+    top_p, stop = jnp.asarray(top_p, jnp.float32), _stop_array(tuple(stop_tokens))
+    limit = getattr(getattr(model, "module", None), "context_length", None) or float("inf")
+    longest = int(lengths.max())
+    width = bucket_length(longest, buckets)
+    if width + num_steps > limit:  # a bucket past the context shrinks to what fits
+        width = max(longest, int(limit) - int(num_steps))
+    if _takes_max_length(model) and width + num_steps <= limit and num_steps > 0:
+        padded = jnp.zeros((B, width), jnp.int32).at[:, :min(P, width)].set(prompt[:, :width])  # (B, width)
+        tokens, n, _ = _bucket_sampler(model)(variables, padded, jnp.asarray(lengths, jnp.int32), key, temperature,
+                                              top_k, top_p, stop, jnp.int32(pad_id), num_steps=int(num_steps),
+                                              max_length=width + int(num_steps))
+    elif np.all(lengths == lengths[0]):
+        prompt = prompt[:, :longest]
+        tokens, _, _ = _sampler(model)(variables, prompt, key, temperature, top_k, top_p, num_steps=int(num_steps))
+        tokens, n = _stop_after(tokens, stop, pad_id)
+    else:
+        raise JaxdlError(f"model {model.name!r}: prompts of different lengths {sorted(set(lengths.tolist()))} need a "
+                         f"model with a key/value cache and room for the longest prompt plus num_steps={num_steps} "
+                         f"in its context ({limit}); pass prompts of one length")
+    return (tokens, n) if return_lengths else tokens
 
 
 def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array, *, num_steps: int,
-                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> str:
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: str = "") -> str:
     """The prompt followed by ``num_steps`` sampled characters of a character-level model.
 
     Args:
+      stop: characters that end the sample (e.g. ``"\n"``); the one emitted is kept.
       vocab: the data set's ``info["vocab"]`` (id 0 is ``<unk>``; characters unseen in training encode to it and
         sampled ``<unk>`` ids decode to U+FFFD).
     """
@@ -208,9 +382,10 @@ def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array,
         raise JaxdlError(f"model {model.name!r} has a vocabulary of {size} tokens but the vocab list has "
                          f"{len(vocab)} entries; use the vocab of the data set the model was trained on")
     ids = encode(prompt, vocab)[None]  # (1, P)
-    tokens = sample(model, variables, ids, key, num_steps=num_steps, temperature=temperature, top_k=top_k,
-                    top_p=top_p)
-    return prompt + decode(np.asarray(tokens[0]), vocab)
+    stop_ids = tuple(vocab.index(c) for c in dict.fromkeys(stop) if c in vocab)
+    tokens, n = sample(model, variables, ids, key, num_steps=num_steps, temperature=temperature, top_k=top_k,
+                       top_p=top_p, stop_tokens=stop_ids, return_lengths=True)
+    return prompt + decode(np.asarray(tokens[0, :int(n[0])]), vocab)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

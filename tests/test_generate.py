@@ -150,3 +150,103 @@ def test_sample_text_and_errors():
     classifier = models.get("rnn_classifier", num_classes=3, hidden_size=4)
     with pytest.raises(JaxdlError, match="step/initial_state"):
         generate.sample(classifier, {}, jnp.zeros((1, 2), jnp.int32), jax.random.key(0), num_steps=2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A padded batch of prompts of different lengths: buckets, one prefill, per-row positions, stop tokens
+# ---------------------------------------------------------------------------------------------------------------------
+
+GV, GN = 13, 4  # vocabulary and sampled tokens of the decoder-only checks
+LENGTHS = [3, 7, 1]  # three prompts, right-padded to 7 (bucket 16)
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(name):
+    """A tiny random GPT or Llama-style model, its variables and a jitted uncached forward."""
+    kw = dict(num_classes=GV, context_length=32, d_model=16, num_layers=1, num_heads=2)
+    if name == "llama":
+        kw.update(num_kv_heads=1, mlp_dim=24)
+    model = models.get(name, **kw)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    rng = np.random.default_rng(1)
+    variables = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+    return model, variables, jax.jit(lambda v, x: model(v, x))
+
+
+def _padded(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    prompt = np.zeros((len(lengths), max(lengths)), np.int32)
+    for b, n in enumerate(lengths):
+        prompt[b, :n] = rng.integers(0, GV, n)
+    return prompt
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_a_padded_batch_decodes_as_each_prompt_alone_in_one_program(name):
+    model, variables, forward = _decoder(name)
+    prompt = _padded(LENGTHS)
+    run = generate._bucket_sampler(model)
+    tokens, n, last = run(variables, jnp.asarray(np.pad(prompt, ((0, 0), (0, 16 - 7)))), jnp.asarray(LENGTHS),
+                          jax.random.key(0), jnp.float32(0.0), jnp.int32(0), jnp.float32(1.0), generate._stop_array(()),
+                          jnp.int32(0), num_steps=GN, max_length=16 + GN)
+    np.testing.assert_array_equal(n, [GN] * 3)
+    # reference: every row alone and unpadded through the uncached forward (right zeros are unseen: causal)
+    seq = np.zeros((3, 16), np.int32)
+    for b, k in enumerate(LENGTHS):
+        seq[b, :k], seq[b, k:k + GN] = prompt[b, :k], tokens[b]
+    full = np.asarray(forward(variables, jnp.asarray(seq)))  # (3, 16, V)
+    for b, k in enumerate(LENGTHS):
+        np.testing.assert_array_equal(np.argmax(full[b, k - 1:k + GN - 1], -1), tokens[b])  # greedy, row by row
+        np.testing.assert_allclose(last[b], full[b, k + GN - 1], atol=1e-5)  # the cache's logits = the full ones
+    out = generate.sample(model, variables, prompt, jax.random.key(0), num_steps=GN, temperature=0.0,
+                          prompt_lengths=LENGTHS)
+    np.testing.assert_array_equal(out, tokens)
+    # other lengths of the same bucket, keys, temperatures, top-k, top-p and stop tokens: no new program
+    for lengths, t, k, p in [([5, 2, 9], 0.8, 3, 1.0), ([16, 1, 1], 1.3, 0, 0.7), ([4, 4, 4], 0.0, 5, 0.5)]:
+        generate.sample(model, variables, _padded(lengths, seed=2), jax.random.key(len(lengths)), num_steps=GN,
+                        temperature=t, top_k=k, top_p=p, prompt_lengths=lengths, stop_tokens=(k, 2))
+    assert run._cache_size() == 1
+
+
+def test_stop_tokens_pad_the_rest_and_report_lengths():
+    model, variables, _ = _decoder("gpt")
+    prompt = _padded(LENGTHS)
+    kw = dict(num_steps=GN, temperature=0.0, prompt_lengths=LENGTHS)
+    free = np.asarray(generate.sample(model, variables, prompt, jax.random.key(0), **kw))
+    stop = int(free[0, 1])  # row 0 emits it second (or first)
+    assert 1 <= int(np.flatnonzero(free[0] == stop)[0]) + 1 <= 2
+    tokens, n = generate.sample(model, variables, prompt, jax.random.key(0), stop_tokens=(stop,), pad_id=GV,
+                                return_lengths=True, **kw)
+    for b in range(3):  # each row: unchanged up to and including its first stop token, then padding
+        hits = np.flatnonzero(free[b] == stop)
+        k = int(hits[0]) + 1 if hits.size else GN
+        assert int(n[b]) == k
+        np.testing.assert_array_equal(tokens[b], np.concatenate([free[b, :k], np.full(GN - k, GV)]))
+    # a recurrent model (one prompt length, no cache) stops the same way, after the loop
+    lm, lm_vars, _ = _lm()
+    free = np.asarray(generate.sample(lm, lm_vars, _prompt(), jax.random.key(0), num_steps=N, temperature=0.0))
+    tokens, n = generate.sample(lm, lm_vars, _prompt(), jax.random.key(0), num_steps=N, temperature=0.0,
+                                stop_tokens=(int(free[1, 0]),), return_lengths=True)
+    assert int(n[1]) == 1 and np.all(np.asarray(tokens[1, 1:]) == 0)
+
+
+def test_buckets_and_padded_batch_errors():
+    assert [generate.bucket_length(n) for n in (1, 16, 17, 100)] == [16, 16, 32, 128]
+    assert generate.bucket_length(5, (8, 24)) == 8 and generate.bucket_length(20, (8, 24)) == 24
+    assert generate.bucket_length(30, (8, 24)) == 32 and generate.bucket_length(5, ()) == 5
+    model, variables, _ = _decoder("gpt")
+    with pytest.raises(JaxdlError, match=r"prompt_lengths must be 3 lengths in \[1, 7\]"):
+        generate.sample(model, variables, _padded(LENGTHS), jax.random.key(0), num_steps=2, prompt_lengths=[3, 8, 1])
+    lm, lm_vars, _ = _lm()
+    with pytest.raises(JaxdlError, match=r"prompts of different lengths \[1, 3\] need a model with a key/value"):
+        generate.sample(lm, lm_vars, _prompt(), jax.random.key(0), num_steps=2, prompt_lengths=[3, 1])
+    with pytest.raises(JaxdlError, match="no counters named cache_index or position"):
+        state, _ = lm.apply(lm_vars, 1, method="initial_state")
+        states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+        generate.generate_padded(_rnn_step, states, _prompt(), jnp.asarray([3, 1]), jax.random.key(0), num_steps=2)
+
+
+def _rnn_step(state, tokens):
+    lm, lm_vars, _ = _lm()
+    (logits, state), _ = lm.apply(lm_vars, {"tokens": tokens, "state": state}, method="step")
+    return logits, state
