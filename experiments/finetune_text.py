@@ -119,8 +119,8 @@ def table(rows: list[dict], baseline: dict) -> str:
                       ms("test_loss")[1], ms("wall_time_s", 0)[1], rs[0]["params"], rs[0]["trainable_params"]))
     for _, v, n, va, te, tl, w, p, t in sorted(stats, reverse=True):
         lines.append(f"| {v} | {n} | {va} | {te} | {tl} | {w} | {p:,} | {t:,} |")
-    lines.append(f"| majority class ({baseline['class']}) | – | {baseline['val']:.3f} | {baseline['test']:.3f} | – | – "
-                 "| – | – |")
+    lines.append(f"| majority class ({baseline['class']}) | – | {baseline['val']:.3f} | {baseline['test']:.3f} "
+                 "| – | – | – | – |")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@
     jaxdl sweep experiments/quickstart.py [--sweep 'optim.lr=1e-3,3e-3 seed=0:4'] [--dry-run]
     jaxdl report runs/sweeps/quickstart [--format md] [--metric val/loss]
     jaxdl explain runs/mnist5k_lenet/20261124-101500 --image digit.png
+    jaxdl explain runs/passages_text_lstm/20261201-000000 [--examples 4]     (text classifier: token attributions)
     jaxdl explain runs/shakespeare_char_gpt/20261124-101500 --attention "To be, or not to be"
     jaxdl generate --prompt "The capital of France is" [--packaged NAME | --gguf FILE] [--max-tokens 32]
     jaxdl models
@@ -190,15 +191,22 @@ def cmd_explain(args) -> int:
     from jaxdl.errors import ConfigError
     from jaxdl.train import restore
 
-    if args.image is None and args.attention is None:
-        raise ConfigError("explain: give --image FILE (attribution maps of an image model) or --attention TEXT "
-                          "(attention maps of a text model)")
+    from jaxdl.train.rundir import CONFIG_FILE
+
+    need = ("explain: give --image FILE (attribution maps of an image model) or --attention TEXT (attention maps of "
+            "a text model); a text classification run needs neither (token attributions of test passages)")
+    if args.image is None and args.attention is None and not (Path(args.run_dir) / CONFIG_FILE).is_file():
+        raise ConfigError(need)
     s, variables = restore(args.run_dir, which=args.which)
     if args.attention is not None:
         for p in explain_attention(s, variables, args.attention, Path(args.out or Path(args.run_dir) / "explain")):
             print(f"wrote {p}")
         if args.image is None:
             return 0
+    if args.image is None:
+        if "tokens" in s.dataset.inputs and s.dataset.kind == "classification":
+            return explain_text(args, s, variables)
+        raise ConfigError(need)
     model, ds = s.model, s.dataset
     x = load_image(args.image, ds.input_shape)
     if ds.mean is not None:
@@ -232,6 +240,77 @@ def cmd_explain(args) -> int:
     if not convs:
         print("no convolutional layer: Grad-CAM skipped")
     np.save(out_dir / f"{stem}_probs.npy", np.asarray(probs))
+    return 0
+
+
+def explain_text(args, s, variables) -> int:
+    """``jaxdl explain RUN_DIR`` on a text classification run: token-level integrated gradients
+    (:func:`jaxdl.interpret.token_integrated_gradients`) for ``--examples`` test passages, evenly spaced over the
+    test split. Writes ``tokens.json`` (per passage: text, tokens, attributions, label, prediction, probabilities,
+    completeness gap) and ``tokens.html`` (tokens coloured by attribution) to ``--out`` (default RUN_DIR/explain)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxdl import interpret
+    from jaxdl.data.core import evenly_spaced
+    from jaxdl.errors import ConfigError
+
+    model, ds = s.model, s.dataset
+    if args.examples < 1 or args.steps < 1:
+        raise ConfigError(f"explain: --examples and --steps must be at least 1, got {args.examples} and {args.steps}")
+    if model.module is None:
+        raise ConfigError(f"explain: model {model.name!r} is not a Linen module; token attributions need one")
+    idx = evenly_spaced(len(ds.test), min(args.examples, len(ds.test)))
+    batch = ds.test.batch(idx)
+    inputs = {k: jnp.asarray(batch[k]) for k in ds.inputs}
+    full = {"params": variables["params"], **variables["model_state"]}
+    outputs, _ = model.apply(full, inputs, train=False)
+    probs = np.asarray(jax.nn.softmax(outputs, axis=-1) if model.output == "logits" else outputs)
+    pred = probs.argmax(axis=-1)
+    names = list(ds.class_names) or [str(i) for i in range(probs.shape[1])]
+    if args.target is not None and not 0 <= args.target < len(names):
+        raise ConfigError(f"explain: --target {args.target} is not a class of {ds.name!r} (0 … {len(names) - 1})")
+    target = np.full(len(idx), args.target) if args.target is not None else pred
+    out = interpret.token_integrated_gradients(model.module, full, inputs, jnp.asarray(target, jnp.int32),
+                                               baseline=args.baseline, steps=args.steps)
+    tok_info = ds.info.get("tokenizer") or {}
+    tokenizer = None
+    if tok_info.get("json"):
+        from jaxdl.data.tokenize import load_tokenizer
+
+        tokenizer = load_tokenizer(tok_info["json"])
+    out_dir = Path(args.out or Path(args.run_dir) / "explain")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records, html = [], ["<html><head><meta charset='utf-8'></head><body>"]
+    masks = np.asarray(batch["token_mask"]) if "token_mask" in batch else None
+    for i, row in enumerate(np.asarray(batch["tokens"])):
+        n = int(masks[i].sum()) if masks is not None else len(row)
+        ids = [int(t) for t in row[:n]]
+        words = [tokenizer.id_to_token(t) or f"<{t}>" for t in ids] if tokenizer else [str(t) for t in ids]
+        attr = np.asarray(out["attributions"][i, :n], np.float64)
+        score, base = float(out["score"][i]), float(out["baseline_score"][i])
+        label = int(np.asarray(batch["label"])[i]) if "label" in batch else None
+        rec = {"index": int(idx[i]), "text": tokenizer.decode(ids) if tokenizer else None, "tokens": words,
+               "attributions": attr.tolist(), "label": None if label is None else names[label],
+               "predicted": names[int(pred[i])], "explained": names[int(target[i])],
+               "probabilities": dict(zip(names, probs[i].astype(float).tolist())), "score": score,
+               "baseline_score": base, "completeness_gap": score - base - float(attr.sum())}
+        records.append(rec)
+        html.append(interpret.token_attribution_html(
+            words, attr, f"test passage {rec['index']}: label {rec['label']}, predicted {rec['predicted']} "
+                         f"(p={probs[i, pred[i]]:.3f}); attributions to the {rec['explained']} logit"))
+    html.append("</body></html>")
+    meta = {"run_dir": str(args.run_dir), "method": "integrated gradients in token-embedding space",
+            "baseline": args.baseline, "steps": args.steps, "score": "logit of the explained class"}
+    (out_dir / "tokens.json").write_text(json.dumps({**meta, "examples": records}, indent=2))
+    (out_dir / "tokens.html").write_text("\n".join(html))
+    for r in records:
+        top = sorted(zip(r["attributions"], r["tokens"]), reverse=True)[:5]
+        print(f"passage {r['index']}: label {r['label']}, predicted {r['predicted']}; tokens for {r['explained']}: "
+              f"{', '.join(f'{t} {a:+.3f}' for a, t in top)} (completeness gap {r['completeness_gap']:+.1e})")
+    for name in ("tokens.json", "tokens.html"):
+        print(f"wrote {out_dir / name}")
     return 0
 
 
@@ -353,12 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=cmd_report)
 
     x = sub.add_parser("explain", help="attribution maps (saliency, SmoothGrad, integrated gradients, Grad-CAM); "
-                                        "attention maps of text models")
+                                        "attention maps of text models; token attributions of text classifiers")
     x.add_argument("run_dir")
     x.add_argument("--image", help="an image file (PNG/JPEG), resized to the model's input")
     x.add_argument("--attention", metavar="TEXT", help="a text run: write the attention maps of every layer and "
                    "head for TEXT (attention.npz, attention.png)")
     x.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
+    x.add_argument("--examples", type=int, default=4,
+                   help="a text classification run: test passages to attribute token by token (default 4)")
+    x.add_argument("--steps", type=int, default=64, help="a text classification run: integration steps (default 64)")
+    x.add_argument("--baseline", choices=("pad", "zero"), default="pad",
+                   help="a text classification run: baseline embedding, [PAD] at every position or zeros")
     x.add_argument("--which", choices=("best", "latest"), default="best")
     x.add_argument("--out", help="output folder (default RUN_DIR/explain)")
     x.set_defaults(fn=cmd_explain)

@@ -251,6 +251,10 @@ def build_passages(cfg) -> Dataset:
     if seed < 0:
         raise ConfigError(f"data.split_seed: expected an int >= 0, got {seed}")
     words = play_words()
+    from jaxdl.data.tokenize import load_tokenizer, special_ids
+
+    path = minilm_tokenizer_path()
+    tokenizer = load_tokenizer(path)
     plays = held_out_plays(seed)
     label_of = {k: i for i, k in enumerate(CLASS_NAMES)}
     splits, info_counts = {}, {}
@@ -265,14 +269,15 @@ def build_passages(cfg) -> Dataset:
         if limit is not None and limit < len(labels):
             keep = np.sort(stratified_subset(labels, limit, [seed, salt]))
             texts, labels, source = [texts[i] for i in keep], labels[keep], [source[i] for i in keep]
-        tokens, mask, truncated = tokenize(texts, cfg.block_size)
+        tokens, mask, truncated = tokenize(texts, cfg.block_size, tokenizer)
         splits[part] = Split.rows({"tokens": tokens, "token_mask": mask, "label": labels},
                                   inputs=("tokens", "token_mask"), targets=("label",))
         info_counts[part] = {"passages": int(len(labels)), "truncated": truncated,
                              "per_class": np.bincount(labels, minlength=len(CLASS_NAMES)).tolist()}
+    tok_info = {"kind": "wordpiece (all-MiniLM-L6-v2, uncased)", "json": str(path),
+                "vocab_size": tokenizer.get_vocab_size(), "special": special_ids(tokenizer)}
     info = {"split": "held-out plays", "plays": plays, "passage_words": cfg.passage_words,
-            "max_length": cfg.block_size, "counts": info_counts, "tokenizer": str(minilm_tokenizer_path()),
-            "vocab_size": 30522}
+            "max_length": cfg.block_size, "counts": info_counts, "tokenizer": tok_info}
     return Dataset("shakespeare_passages", splits["train"], splits["val"], splits["test"], len(CLASS_NAMES),
                    CLASS_NAMES, (cfg.block_size,), None, None, inputs=("tokens", "token_mask"), targets=("label",),
                    kind="classification",

@@ -18,7 +18,8 @@ logits (B, T, V) from a transform (dense + GELU + LayerNorm) and a decoder tied 
 all-MiniLM-L6-v2 was trained to summarise a sentence, so its frozen features are meaningful).
 
 ``embeddings=`` (B, T, d) replaces the word-embedding lookup of ``tokens`` (positions and token types are still
-added): a pure path from input embeddings to outputs, e.g. for integrated gradients (:func:`jaxdl.interpret.token_integrated_gradients`).
+added): a pure path from input embeddings to outputs, e.g. for integrated gradients
+(:func:`jaxdl.interpret.token_integrated_gradients`).
 
 Variants: ``bert`` (tiny, trainable on a CPU), ``bert_base`` (bert-base-uncased's shape: 109,482,240 parameters
 with the pooler) and ``minilm_l6`` (all-MiniLM-L6-v2's shape). Hugging Face ``BertModel`` / ``BertFor…`` state
@@ -342,5 +343,5 @@ def convert_bert_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     return traverse_util.unflatten_dict(flat, sep=SEP)
 
 
-__all__ = ["CONVERTER_PREFIXES", "HEADS", "POOLINGS", "VARIANTS", "Bert", "BertConfig", "BertLayer", "build_bert", "config_from_hf",
-           "convert_bert_state_dict", "l2_normalize", "mean_pool"]
+__all__ = ["CONVERTER_PREFIXES", "HEADS", "POOLINGS", "VARIANTS", "Bert", "BertConfig", "BertLayer", "build_bert",
+           "config_from_hf", "convert_bert_state_dict", "l2_normalize", "mean_pool"]
