@@ -14,12 +14,13 @@ from jaxdl.tasks.classification import Classification
 from jaxdl.tasks.forecasting import Forecast
 from jaxdl.tasks.language_model import LanguageModel
 from jaxdl.tasks.regression import Regression
+from jaxdl.tasks.seq2seq import Seq2Seq  # noqa: F401  (registers seq2seq)
 
 __all__ = ["TASKS", "Classification", "Derived", "Forecast", "LanguageModel", "Regression", "Task", "build", "mode_for", "names", "register",
            "resolve", "stream_id"]
 
 KIND_TASKS = {"classification": "classification", "regression": "regression", "series": "forecast",
-              "text": "language_model"}
+              "text": "language_model", "seq2seq": "seq2seq"}
 
 
 def names() -> list[str]:
