@@ -108,3 +108,138 @@ def test_lm_errors(tmp_path, text_ds):
     with pytest.raises(DataError, match=r"returns logits of shape \(31, \d+\) per example, but a language model "
                                         r"needs \(32, vocabulary\)"):
         fit(Config(name="lm", train=cfg.train), dataset=text_ds, model=WrongLength(), workdir=tmp_path / "c")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Packed documents and subword tokens
+# ---------------------------------------------------------------------------------------------------------------------
+
+L = 12
+# two packed documents per block in row 0 (the boundary after index 4), three in row 1, one in row 2
+SEGMENTS = np.array([[0] * 5 + [1] * 8, [0] * 3 + [1] * 4 + [2] * 6, [0] * 13], np.int32)  # (3, L + 1)
+
+
+@pytest.fixture(scope="module")
+def packed_models():
+    """GPT and Llama tasks with random parameters (no init compile) and one jitted function each returning the
+    logits and the loss statistics of a (6, L + 1) batch: every call below has that one shape."""
+    from jaxdl.config import model_config
+    from jaxdl.models import from_config
+
+    tokens = np.random.default_rng(0).integers(0, 17, (3, L + 1)).astype(np.int32)  # (3, L + 1)
+    hp = {"dropout": jnp.zeros(())}
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, kw in (("gpt", {}), ("llama", {"num_kv_heads": 1, "mlp_dim": 24})):
+        model = from_config(model_config(name, context_length=16, d_model=16, num_layers=1, num_heads=2, **kw),
+                            num_classes=17, input_shape=(L,))
+        task = LanguageModel(model)
+        shapes = jax.eval_shape(lambda b, task=task: task.init(jax.random.key(0), b),
+                                {"tokens": tokens, "segment_ids": SEGMENTS})["model"]["params"]
+        params = {"model": jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), a.dtype), shapes)}
+
+        def run(p, b, task=task):
+            logits = task.model.apply({"params": p["model"]}, task.model_inputs(b))[0]  # (6, L, V)
+            return logits, task.loss("model", p, {"model": {}}, b, None, hp, False)[1][0]
+
+        out[name] = (task, params, jax.jit(run))
+    return tokens, out
+
+
+def _batch(tokens, segments, token_mask=None, mask=None):
+    n = len(tokens)
+    return {"tokens": jnp.asarray(tokens, jnp.int32), "segment_ids": jnp.asarray(segments, jnp.int32),
+            "token_mask": jnp.ones((n, L + 1)) if token_mask is None else jnp.asarray(token_mask, jnp.float32),
+            "mask": jnp.ones((n,)) if mask is None else jnp.asarray(mask, jnp.float32)}
+
+
+def _alone(tokens, segments):
+    """Each document of each row moved to the start of a row of its own (zeros after it)."""
+    rows = []
+    for row in range(len(tokens)):
+        for d in np.unique(segments[row]):
+            idx = np.flatnonzero(segments[row] == d)
+            rows.append(np.pad(tokens[row, idx], (0, tokens.shape[1] - len(idx))))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_packed_documents_give_each_documents_own_logits(packed_models, name):
+    tokens, models = packed_models
+    task, params, run = models[name]
+    assert task.segments  # GPT and Llama take segment_ids
+    inputs = task.model_inputs({"tokens": jnp.asarray(tokens), "segment_ids": jnp.asarray(SEGMENTS)})
+    assert set(inputs) == {"tokens", "segment_ids"} and inputs["segment_ids"].shape == (3, L)
+    alone = _alone(tokens, SEGMENTS)  # (6, L + 1): a causal model's first n logits see the document only
+    zeros = 0 * SEGMENTS
+    both = np.asarray(run(params, _batch(np.concatenate([tokens, alone[:3]]), np.concatenate([SEGMENTS, zeros])))[0])
+    more = np.asarray(run(params, _batch(np.concatenate([alone[3:], tokens]), np.concatenate([zeros, SEGMENTS])))[0])
+    packed, single = both[:3], np.concatenate([both[3:], more[:3]])  # (3, L, V), (6, L, V)
+    k = 0
+    for row in range(3):
+        for d in np.unique(SEGMENTS[row]):
+            idx = np.flatnonzero(SEGMENTS[row] == d)
+            idx = idx[idx < L]  # positions that have logits
+            np.testing.assert_allclose(packed[row, idx], single[k, :len(idx)], atol=1e-5)
+            k += 1
+    assert k == 6
+    # one document per row gives what no segment ids give; several documents change the later ones' logits
+    plain = np.asarray(run(params, _batch(np.concatenate([tokens, tokens]), np.zeros((6, L + 1))))[0])
+    np.testing.assert_allclose(plain[2], packed[2], atol=1e-6)
+    assert np.abs(plain[0, 5:] - packed[0, 5:]).max() > 1e-3
+
+
+def test_loss_masks_the_first_token_of_the_next_document(packed_models):
+    tokens, models = packed_models
+    task, params, run = models["gpt"]
+    # row 0: two documents packed (boundary after index 4); rows 1, 2: each alone, its padding masked by token_mask
+    first, second = tokens[0, :5], tokens[0, 5:]
+    toks = np.stack([tokens[0], np.pad(first, (0, 8)), np.pad(second, (0, 5))] * 2)
+    segs = np.stack([SEGMENTS[0], 0 * SEGMENTS[0], 0 * SEGMENTS[0]] * 2)
+    real = np.stack([np.ones(L + 1), np.arange(L + 1) < 5, np.arange(L + 1) < 8] * 2)
+    packed = run(params, _batch(toks, segs, real, [1, 0, 0, 0, 0, 0]))[1]
+    apart = run(params, _batch(toks, segs, real, [0, 1, 1, 0, 0, 0]))[1]
+    assert float(packed["loss"][1]) == L - 1  # the target at the boundary is not scored
+    assert float(apart["loss"][1]) == 4 + 7
+    # the packed loss is the two documents' own losses added up
+    assert math.isclose(float(packed["loss"][0]), float(apart["loss"][0]), rel_tol=1e-5)
+    # a model without a segment_ids argument gets the tokens alone (the loss masks targets all the same)
+    bigram = LanguageModel(__import__("jaxdl").models.as_model(Bigram(17), input_shape=(L,), input_kind="int"))
+    one = {"tokens": jnp.asarray(tokens[:1]), "segment_ids": jnp.asarray(SEGMENTS[:1])}
+    assert not bigram.segments and bigram.model_inputs(one).shape == (1, L)
+
+
+def test_subword_metrics_count_characters(tmp_path, monkeypatch):
+    from jaxdl.data import tokenize
+
+    monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path))
+    (tmp_path / "t.txt").write_text(TEXT[:1500])  # ASCII: a block's decoded length is its character count
+    ds = data_lib.load(DataConfig(name="text", root=str(tmp_path / "t.txt"), tokenizer="bpe", vocab_size=300,
+                                  block_size=L))
+    model = __import__("jaxdl").models.as_model(Bigram(ds.num_classes), input_shape=(L,), input_kind="int")
+    task = LanguageModel(model, tokenizer=ds.info["tokenizer"])
+    assert task.metric_names() == ["loss", "accuracy", "bits_per_char", "perplexity", "bits_per_token"]
+    batch = {"tokens": jnp.asarray(ds.test.batch(np.arange(len(ds.test)))["tokens"])}
+    params = {"model": {"table": {"embedding": jnp.asarray(
+        np.random.default_rng(0).normal(size=(ds.num_classes, ds.num_classes)), jnp.float32)}}}
+    stats = jax.jit(lambda p, b: task.loss("model", p, {"model": {}}, b, None, {"dropout": jnp.zeros(())},
+                                           False)[1][0])(params, batch)
+    tok = tokenize.load_tokenizer(ds.info["tokenizer"]["json"])
+    chars = sum(len(tokenize.decode(tok, row[1:])) for row in np.asarray(batch["tokens"]))
+    assert float(stats["bits_per_char"][1]) == chars
+    out = task.finalize({k: (float(a), float(b)) for k, (a, b) in stats.items()})
+    assert math.isclose(out["bits_per_char"], float(stats["loss"][0]) / math.log(2) / chars, rel_tol=1e-6)
+    assert math.isclose(out["bits_per_token"], out["loss"] / math.log(2), rel_tol=1e-9)
+    summary = __import__("jaxdl").tasks.language_model.ngram_summary(ds)
+    assert summary["unit"] == "token" and set(summary["test"]["bigram"]) == {"bits_per_token", "bits_per_char"}
+
+
+def test_sparse_ngram_baselines_equal_the_dense_ones():
+    from jaxdl.tasks.language_model import sparse_ngram_baselines
+
+    tokens = np.random.default_rng(0).integers(0, 7, 400)
+    dense = baselines.ngram_baselines(tokens, 9, (0, 300), (300, 400))
+    sparse = sparse_ngram_baselines(tokens, 9, (0, 300), (300, 400))
+    for name in ("unigram", "bigram"):
+        for key in ("entropy", "heldout_bpc"):
+            assert math.isclose(sparse[name][key], dense[name][key], rel_tol=1e-12)
