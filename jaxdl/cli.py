@@ -9,7 +9,8 @@
     jaxdl explain runs/mnist5k_lenet/20261124-101500 --image digit.png
     jaxdl explain runs/passages_text_lstm/20261201-000000 [--examples 4]     (text classifier: token attributions)
     jaxdl explain runs/shakespeare_char_gpt/20261124-101500 --attention "To be, or not to be"
-    jaxdl generate --prompt "The capital of France is" [--packaged NAME | --gguf FILE] [--max-tokens 32]
+    jaxdl generate --prompt "The capital of France is" [--prompt ...] [--packaged NAME | --gguf FILE] [--max-tokens 32]
+                   [--stop TOKEN]
     jaxdl models
 """
 
@@ -329,11 +330,17 @@ def cmd_convert(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from jaxdl import gguf_import
+    import jax
+
+    from jaxdl import generate, gguf_import
 
     lm = gguf_import.load_gguf(args.gguf) if args.gguf else gguf_import.load_packaged(args.packaged)
-    print(args.prompt + lm.complete(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
-                                    top_k=args.top_k, seed=args.seed))
+    # every prompt in one padded batch; each stops at the end-of-sequence token or a --stop token
+    texts = generate.complete_texts(lm, args.prompt, jax.random.key(args.seed), max_tokens=args.max_tokens,
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    stop=tuple(args.stop))
+    for prompt, text in zip(args.prompt, texts):
+        print(prompt + text)
     return 0
 
 
@@ -462,12 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(fn=cmd_convert)
 
     g = sub.add_parser("generate", help="continue a prompt with a pretrained GGUF language model (offline)")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt", required=True, action="append", help="repeat for a batch of prompts")
     g.add_argument("--packaged", default="smollm2_135m_instruct", help="packaged weights (sha256-checked)")
     g.add_argument("--gguf", help="a Llama-architecture GGUF file instead of packaged weights")
     g.add_argument("--max-tokens", type=int, default=32)
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0: all")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus: the smallest set reaching p; 1: all")
+    g.add_argument("--stop", action="append", default=[],
+                   help="a token (or id) that ends the continuation, besides end-of-sequence; repeatable")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(fn=cmd_generate)
 

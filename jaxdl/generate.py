@@ -388,6 +388,43 @@ def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array,
     return prompt + decode(np.asarray(tokens[0, :int(n[0])]), vocab)
 
 
+def complete_texts(lm, prompts: list[str], key: jax.Array, *, max_tokens: int = 32, temperature: float = 0.0,
+                   top_k: int = 0, top_p: float = 1.0, stop: tuple[int | str, ...] = (),
+                   add_bos: bool | None = None) -> list[str]:
+    """The continuations (without the prompts) of a batch of text prompts of any lengths, in one padded batch.
+
+    Args:
+      lm: a tokenizer model such as :class:`jaxdl.gguf_import.GGUFModel` (``model``, ``variables``, ``tokenizer``,
+        ``metadata``, ``encode(text, add_bos)``).
+      stop: stop tokens (ids or token strings of the vocabulary) besides the end-of-sequence token
+        (``tokenizer.ggml.eos_token_id``), which always stops; the stop token is not part of the text.
+    """
+    stop_ids = []
+    for item in stop:
+        tid = int(item) if isinstance(item, int) or str(item).isdigit() else lm.tokenizer.token_to_id(str(item))
+        if tid is None:
+            raise JaxdlError(f"stop token {item!r} is not in the vocabulary of model {lm.model.name!r}; give a token "
+                             "of its vocabulary or an id")
+        stop_ids.append(tid)
+    eos = lm.metadata.get("tokenizer.ggml.eos_token_id")
+    stop_ids += [] if eos is None else [int(eos)]
+    ids = [lm.encode(p, add_bos) for p in prompts]
+    if not all(ids):
+        raise JaxdlError(f"prompt {prompts[[bool(i) for i in ids].index(False)]!r} encodes to no tokens; give some "
+                         "text (or add_bos=True)")
+    padded = np.zeros((len(ids), max(map(len, ids))), np.int32)  # (B, P) right-padded
+    for b, row in enumerate(ids):
+        padded[b, :len(row)] = row
+    tokens, n = sample(lm.model, lm.variables, padded, key, num_steps=int(max_tokens), temperature=temperature,
+                       top_k=top_k, top_p=top_p, prompt_lengths=[len(r) for r in ids], stop_tokens=tuple(stop_ids),
+                       return_lengths=True)
+    out = []
+    for row, k in zip(np.asarray(tokens).tolist(), np.asarray(n).tolist()):
+        row = row[:k]
+        out.append(lm.tokenizer.decode(row[:-1] if row and row[-1] in stop_ids else row, skip_special_tokens=False))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Beam search (encoder–decoder)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -514,5 +551,5 @@ def beam_search(model, variables, source, source_mask=None, *, beam_size: int = 
                         beam_size=int(beam_size), max_len=int(max_len), eos_id=None if eos_id is None else int(eos_id))
 
 
-__all__ = ["GREEDY_BELOW", "beam_search", "generate", "length_penalty_factor", "sample", "sample_logits", "sample_text",
-           "top_k_mask", "top_p_mask"]
+__all__ = ["COUNTERS", "GREEDY_BELOW", "beam_search", "bucket_length", "complete_texts", "generate", "generate_padded",
+           "length_penalty_factor", "sample", "sample_logits", "sample_text", "top_k_mask", "top_p_mask"]

@@ -426,3 +426,29 @@ def test_beam_size_one_is_greedy_and_a_wider_beam_scores_at_least_as_well(beam_m
         generate.beam_search(m, v, src, mask[:, :4], beam_size=2, max_len=3)
     with pytest.raises(JaxdlError, match="must be positive"):
         generate.beam_search(m, v, src, mask, beam_size=0, max_len=3)
+
+
+def test_padded_decoder_prompts_through_the_cache_equal_the_full_forward(beam_model):
+    """Rows with decoder prompts of different lengths (start token + forced prefix), padded sources: one prefill,
+    each row at its own cache position (jaxdl.generate.generate_padded), the same logits as the uncached forward."""
+    from jaxdl import generate
+
+    m, v, src, mask, fwd = beam_model
+    lengths, n = [1, 3, 2], 3
+    prompt = jnp.asarray([[0, 0, 0], [0, 3, 2], [0, 2, 0]], jnp.int32)  # (3, 3) right-padded, start token first
+    states = jax.jit(jax.vmap(lambda s, mk: m.apply(v, s[None], mk[None], max_length=3 + n, method="initial_state")))(
+        src, mask)  # one state per row: leaves (3, 1, ...), counters (3,)
+
+    def step(state, tokens):
+        return m.apply(v, tokens, state, method="step")
+
+    tokens, emitted, last = generate.generate_padded(step, states, prompt, jnp.asarray(lengths), jax.random.key(0),
+                                                     num_steps=n, temperature=0.0)
+    assert emitted.tolist() == [n] * 3
+    target_in = np.zeros((3, 3 + n), np.int32)
+    for b, k in enumerate(lengths):
+        target_in[b, :k], target_in[b, k:k + n] = prompt[b, :k], tokens[b]
+    full = np.asarray(fwd(v, src, jnp.asarray(target_in), mask))  # (3, 6, V), no cache
+    for b, k in enumerate(lengths):
+        np.testing.assert_array_equal(np.argmax(full[b, k - 1:k + n - 1], -1), tokens[b])
+        np.testing.assert_allclose(last[b], full[b, k + n - 1], atol=1e-5)
