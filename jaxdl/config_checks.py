@@ -85,6 +85,7 @@ def check_values(cfg: Any) -> None:
             raise ConfigError(f"loss.class_weights: expected weights >= 0, not all 0, got {loss.class_weights!r}")
     if loss.pos_weight is not None and loss.pos_weight <= 0:
         raise ConfigError(f"loss.pos_weight: expected a positive weight (or none), got {loss.pos_weight!r}")
+    _in("loss.mask_rate", loss.mask_rate, 0.0, 1.0, low_open=True, what="a probability")
     aug = cfg.augment
     _in("augment.flip", aug.flip, 0.0, 1.0, what="a probability")
     _in("augment.crop_scale", aug.crop_scale, 0.0, 1.0, low_open=True, what="an area fraction")

@@ -13,10 +13,11 @@ from jaxdl.tasks.base import TASKS, Derived, Task, mode_for, register, stream_id
 from jaxdl.tasks.classification import Classification
 from jaxdl.tasks.forecasting import Forecast
 from jaxdl.tasks.language_model import LanguageModel
+from jaxdl.tasks.masked_lm import MaskedLM
 from jaxdl.tasks.regression import Regression
 from jaxdl.tasks.seq2seq import Seq2Seq  # noqa: F401  (registers seq2seq)
 
-__all__ = ["TASKS", "Classification", "Derived", "Forecast", "LanguageModel", "Regression", "Task", "build", "mode_for", "names", "register",
+__all__ = ["TASKS", "Classification", "Derived", "Forecast", "LanguageModel", "MaskedLM", "Regression", "Task", "build", "mode_for", "names", "register",
            "resolve", "stream_id"]
 
 KIND_TASKS = {"classification": "classification", "regression": "regression", "series": "forecast",
