@@ -1,19 +1,36 @@
-r"""Autoregressive sampling, compiled once per model and shape.
+r"""Autoregressive sampling and beam search, compiled once per model and shape.
 
-The loop knows nothing about the model: it drives a *step function*
+The sampling loops know nothing about the model: they drive a *step function*
 
     step_fn(carry, tokens (B, T) int) -> (logits (B, T, V), carry)
 
-that continues from ``carry`` (a recurrent state, a decoding cache, …). The prompt is fed in one call, then each new
-token is drawn from the last position's logits
+that continues from ``carry`` (a recurrent state, a decoding cache, …). Each new token is drawn from the last
+position's logits
 
     p(v) ∝ exp(l_v / temperature) · 1[l_v >= l_(k)]        # l_(k): the k-th largest logit (ties kept)
 
-and fed back, inside one ``lax.scan``. ``temperature`` and ``top_k`` are arrays, so changing them (or the key) never
-recompiles: temperature 0 is greedy argmax; ``top_k <= 0`` or ``>= V`` keeps every token.
+(then the nucleus ``top_p``) and fed back. ``temperature``, ``top_k``, ``top_p``, the key, the stop tokens and the
+prompt lengths are arrays, so changing them never recompiles: temperature 0 is greedy argmax; ``top_k <= 0`` or
+``>= V`` keeps every token.
+
+- :func:`generate`: prompts of one length, the prompt fed in one call, then a ``lax.scan``.
+- :func:`generate_padded` (what :func:`sample` uses for models with a key/value cache): a right-padded batch of
+  prompts of different lengths, padded further to a length *bucket* (:func:`bucket_length`: powers of two from
+  16), so every length of a bucket shares one program. One prefill writes every row's whole padded prompt into a
+  fixed cache of bucket + ``num_steps`` positions; each row is a batch of one under ``jax.vmap`` with its own cache
+  counters, which are then set back to the row's real length, so the row reads its first token from its own last
+  prompt position and writes (and attends) from there on — its padding is overwritten before it is read, and the
+  logits are those of the row alone, unpadded. ``stop_tokens`` end a row (later positions hold ``pad_id``; the
+  lengths are returned); the loop is a ``lax.while_loop`` that ends when every row has stopped.
+- :func:`beam_search`: encoder–decoder models (T5), beams as an extra batch axis, GNMT's length penalty
+  ``score = log p(y) / ((5 + |y|) / 6) ** alpha`` with a traced ``alpha``.
 
 >>> tokens = sample(model, variables, prompt, jax.random.key(0), num_steps=100, temperature=0.8, top_k=20)
+>>> tokens, n = sample(model, variables, padded, key, num_steps=50, prompt_lengths=[3, 9], stop_tokens=(eos,),
+...                    return_lengths=True)
 >>> text = sample_text(model, variables, vocab, "ROMEO:", jax.random.key(0), num_steps=200)
+>>> best, score = beam_search(t5, variables, source, source_mask, beam_size=4, max_len=64, length_penalty=0.6,
+...                           eos_id=1)
 """
 
 from __future__ import annotations

@@ -250,3 +250,29 @@ def _rnn_step(state, tokens):
     lm, lm_vars, _ = _lm()
     (logits, state), _ = lm.apply(lm_vars, {"tokens": tokens, "state": state}, method="step")
     return logits, state
+
+
+def test_complete_texts_batches_prompts_and_stops_at_eos_or_a_stop_token():
+    from types import SimpleNamespace
+
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+
+    model, variables, _ = _decoder("gpt")
+    words = [f"w{i}" for i in range(GV)]
+    tok = Tokenizer(tok_models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    eos = 5
+    lm = SimpleNamespace(model=model, variables=variables, tokenizer=tok,
+                         metadata={"tokenizer.ggml.eos_token_id": eos},
+                         encode=lambda text, add_bos=None: tok.encode(text).ids)
+    prompts = [" ".join(words[i] for i in row[:k]) for row, k in zip(_padded(LENGTHS).tolist(), LENGTHS)]
+    free = np.asarray(generate.sample(model, variables, _padded(LENGTHS), jax.random.key(0), num_steps=GN,
+                                      temperature=0.0, prompt_lengths=LENGTHS))
+    stop = int(free[2, 0])  # row 2 stops at once
+    texts = generate.complete_texts(lm, prompts, jax.random.key(0), max_tokens=GN, stop=(words[stop],))
+    for row, text in zip(free.tolist(), texts):
+        cut = [i for i, t in enumerate(row) if t in (stop, eos)]
+        assert text == tok.decode(row[:cut[0]] if cut else row, skip_special_tokens=False)
+    assert texts[2] == ""
+    with pytest.raises(JaxdlError, match="stop token 'nope' is not in the vocabulary of model 'gpt'"):
+        generate.complete_texts(lm, prompts, jax.random.key(0), max_tokens=GN, stop=("nope",))
