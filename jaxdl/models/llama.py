@@ -4,6 +4,9 @@ r"""Llama-style language models (Touvron et al. 2023): the decoder of :mod:`jaxd
 ``smollm2_135m`` has SmolLM2-135M's shape (read from its GGUF file's metadata: 30 layers, d_model 576, 9 query and 3
 key/value heads, MLP 1536, vocabulary 49152, RoPE theta 100000, RMS-norm epsilon 1e-5, tied embeddings, context 8192):
 134,515,008 parameters. Its pretrained weights load with :func:`jaxdl.gguf_import.load_packaged`.
+
+Packed documents: ``segment_ids`` (B, T) given to the model (``data.documents``) keep attention inside each document
+and restart the rotary positions at each document's first token (see :class:`jaxdl.models.gpt.DecoderLM`).
 """
 
 from __future__ import annotations
