@@ -131,6 +131,11 @@ def test_documents_pack_files_with_an_end_token_and_segment_ids(corpus):
     step = np.diff(seg, axis=1) == 1
     assert step.any() and (tok[:, :-1][step] == eod).all()
     assert len(ds.train) == len(load(DataConfig(name="text", root=str(corpus), block_size=16)).train)
+    # the pure gather runs under jit on device storage (the scan driver's path) and agrees with the host batch
+    import jax
+
+    on_device = jax.jit(ds.train.gather)(jax.device_put(ds.train.storage()), np.arange(3))
+    assert all(np.array_equal(np.asarray(on_device[k]), b[k][:3]) for k in ("tokens", "segment_ids"))
 
 
 def test_bpe_documents_end_with_eos_and_wordpiece_and_file_tokenizers(corpus, tmp_path):
