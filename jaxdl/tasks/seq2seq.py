@@ -110,7 +110,7 @@ class Seq2Seq(Task):
         count = jnp.sum(m)
         total = jnp.sum(nll * m)
         hits = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * m)
-        eps = hp["label_smoothing"] if train else 0.0
+        eps = hp["label_smoothing"]
         uniform = logz - jnp.mean(logits, axis=-1)  # (B, Lt): -mean_v log p(v)
         objective = jnp.sum(((1.0 - eps) * nll + eps * uniform) * m) / jnp.maximum(count, 1.0)
         stats = {"loss": (total, count), "accuracy": (hits, count)}
