@@ -369,22 +369,24 @@ def _all_hypotheses():
 
 
 @pytest.fixture(scope="module")
-def exact_scores(beam_model):
-    """``alpha -> (B, N)`` scores of every hypothesis on every source: the sum of its target log-probabilities
-    (teacher-forced, no cache) over its length, divided by ((5 + length) / 6) ** alpha."""
+def exact(beam_model):
+    """Teacher-forced log-probabilities (no cache) of every hypothesis on every source: ``(scores, logp)`` with
+    ``scores(alpha)`` (B, N) = the sum of a hypothesis's target log-probabilities over its length divided by
+    ((5 + length) / 6) ** alpha, and ``logp`` (B, N, BEAM_LEN, V) the log-softmax at every target position."""
     m, v, src, mask, fwd = beam_model
     targets, lengths = _all_hypotheses()
     N = len(targets)
-    totals = []
+    totals, logps = [], []
     for b in range(src.shape[0]):
         logits = fwd(v, jnp.repeat(src[b:b + 1], N, 0), shift_right(jnp.asarray(targets)),
                      jnp.repeat(mask[b:b + 1], N, 0))  # (N, T, V)
-        logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)), targets[:, :, None], -1)[..., 0]
+        logps.append(np.asarray(jax.nn.log_softmax(logits, -1)))
+        logp = np.take_along_axis(logps[-1], targets[:, :, None], -1)[..., 0]  # (N, T)
         totals.append((logp * (np.arange(BEAM_LEN)[None] < lengths[:, None])).sum(1))  # (N,)
-    return lambda alpha: np.stack(totals) / ((5 + lengths) / 6) ** alpha  # (B, N)
+    return (lambda alpha: np.stack(totals) / ((5 + lengths) / 6) ** alpha), np.stack(logps)
 
 
-def test_beam_search_finds_the_exact_best_hypothesis_of_a_tiny_vocabulary(beam_model, exact_scores):
+def test_beam_search_finds_the_exact_best_hypothesis_of_a_tiny_vocabulary(beam_model, exact):
     from jaxdl import generate
 
     m, v, src, mask, _ = beam_model
@@ -395,30 +397,38 @@ def test_beam_search_finds_the_exact_best_hypothesis_of_a_tiny_vocabulary(beam_m
     for alpha in (0.0, 1.0):
         tokens, scores = generate.beam_search(m, v, src, mask, beam_size=36, max_len=BEAM_LEN, length_penalty=alpha,
                                               eos_id=1)
-        exact = exact_scores(alpha)  # (B, N)
-        best = np.argmax(exact, axis=1)
+        table = exact[0](alpha)  # (B, N)
+        best = np.argmax(table, axis=1)
         np.testing.assert_array_equal(tokens, targets[best])
-        np.testing.assert_allclose(scores, exact[np.arange(3), best], atol=1e-5)
+        np.testing.assert_allclose(scores, table[np.arange(3), best], atol=1e-5)
         best_lengths |= set(lengths[best].tolist())
     assert len(best_lengths) > 1  # the check is not trivial: short and long winners, alpha matters
     assert generate._beam_search._cache_size() == before + 1  # length_penalty is traced
 
 
-def test_beam_size_one_is_greedy_and_a_wider_beam_scores_at_least_as_well(beam_model, exact_scores):
+def test_beam_size_one_is_greedy(beam_model, exact):
     from jaxdl import generate
 
     m, v, src, mask, _ = beam_model
-    targets, _ = _all_hypotheses()
-    greedy = np.asarray(greedy_decode(m, v, src, BEAM_LEN, mask, eos_id=1))
-    one, _ = generate.beam_search(m, v, src, mask, beam_size=1, max_len=BEAM_LEN, length_penalty=0.0, eos_id=1)
+    targets, lengths = _all_hypotheses()
+    # greedy from the uncached log-probabilities: the argmax after each prefix (a prefix of some hypothesis)
+    greedy = np.zeros((3, BEAM_LEN), np.int32)
+    for b in range(3):
+        for i in range(BEAM_LEN):
+            j = np.flatnonzero((targets[:, :i] == greedy[b, :i]).all(1) & (lengths > i))[0]
+            greedy[b, i] = np.argmax(exact[1][b, j, i])
+            if greedy[b, i] == 1:
+                break
+    one, one_scores = generate.beam_search(m, v, src, mask, beam_size=1, max_len=BEAM_LEN, length_penalty=0.0,
+                                           eos_id=1)
     np.testing.assert_array_equal(one, greedy)
-    # greedy's outputs are hypotheses of the exhaustive list: score them the same way
     index = [int(np.flatnonzero((targets == row).all(1))[0]) for row in greedy]
-    greedy_scores = exact_scores(1.0)[np.arange(3), index]
-    wide, wide_scores = generate.beam_search(m, v, src, mask, beam_size=4, max_len=BEAM_LEN, length_penalty=1.0,
+    np.testing.assert_allclose(one_scores, exact[0](0.0)[np.arange(3), index], atol=1e-5)
+    # the exact search (the test above) scores at least as well as greedy under any alpha, and here better
+    wide, wide_scores = generate.beam_search(m, v, src, mask, beam_size=36, max_len=BEAM_LEN, length_penalty=1.0,
                                              eos_id=1)
-    assert np.all(np.asarray(wide_scores) >= greedy_scores - 1e-5), (wide_scores, greedy_scores)
-    assert not np.array_equal(wide, greedy)  # the beam found something greedy did not
+    assert np.all(np.asarray(wide_scores) >= exact[0](1.0)[np.arange(3), index] - 1e-5)
+    assert not np.array_equal(wide, greedy)
     # errors name the culprit
     with pytest.raises(JaxdlError, match="encode/initial_state/step"):
         generate.beam_search(models.get("gpt", num_classes=BV), {}, src, beam_size=2, max_len=3)
@@ -434,7 +444,7 @@ def test_padded_decoder_prompts_through_the_cache_equal_the_full_forward(beam_mo
     from jaxdl import generate
 
     m, v, src, mask, fwd = beam_model
-    lengths, n = [1, 3, 2], 3
+    lengths, n = [1, 3, 2], 2
     prompt = jnp.asarray([[0, 0, 0], [0, 3, 2], [0, 2, 0]], jnp.int32)  # (3, 3) right-padded, start token first
     states = jax.jit(jax.vmap(lambda s, mk: m.apply(v, s[None], mk[None], max_length=3 + n, method="initial_state")))(
         src, mask)  # one state per row: leaves (3, 1, ...), counters (3,)
@@ -448,7 +458,7 @@ def test_padded_decoder_prompts_through_the_cache_equal_the_full_forward(beam_mo
     target_in = np.zeros((3, 3 + n), np.int32)
     for b, k in enumerate(lengths):
         target_in[b, :k], target_in[b, k:k + n] = prompt[b, :k], tokens[b]
-    full = np.asarray(fwd(v, src, jnp.asarray(target_in), mask))  # (3, 6, V), no cache
+    full = np.asarray(fwd(v, src, jnp.asarray(target_in), mask))  # (3, 5, V), no cache
     for b, k in enumerate(lengths):
         np.testing.assert_array_equal(np.argmax(full[b, k - 1:k + n - 1], -1), tokens[b])
         np.testing.assert_allclose(last[b], full[b, k + n - 1], atol=1e-5)
