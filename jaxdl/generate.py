@@ -179,6 +179,9 @@ def _rewind(states: Any, lengths: jax.Array) -> Any:
 def _decode_rows(step_row: StepFn, states: Any, prompt: jax.Array, lengths: jax.Array, key: jax.Array,
                  num_steps: int, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, stop: jax.Array,
                  pad_id: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`generate_padded`'s program. Rows run under ``vmap`` rather than as one batch because each needs its own
+    cache index, position and mask offset, and the models keep those as scalars: a row of one makes them per row
+    without changing the models (the cache writes become scatters)."""
     step = jax.vmap(step_row)  # each row is a batch of one with its own counters: its own cache position
     B = prompt.shape[0]
     logits, states = step(states, prompt[:, None, :])  # (B, 1, P, V): the prefill, every row over the whole bucket
@@ -236,6 +239,8 @@ def generate_padded(step_fn: StepFn, states: Any, prompt: jax.Array, lengths: ja
       ``(tokens (B, num_steps) int32, lengths (B,) int32, last_logits (B, V))``: the new tokens, how many each
       row emitted (its stop token included), and the logits after feeding each row's last token.
     """
+    if int(num_steps) < 1:
+        raise JaxdlError(f"generate_padded: num_steps must be >= 1, got {num_steps}")
     return _generate_padded(step_fn, states, jnp.asarray(prompt, jnp.int32), jnp.asarray(lengths, jnp.int32), key,
                             int(num_steps), jnp.asarray(temperature, jnp.float32), jnp.asarray(top_k, jnp.int32),
                             jnp.asarray(top_p, jnp.float32), _stop_array(stop_tokens), jnp.asarray(pad_id, jnp.int32))
