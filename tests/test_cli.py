@@ -26,6 +26,8 @@ def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
     assert metric in summary["test"] and summary["test"][metric] >= 0.0
     if metric == "accuracy":
         assert summary["test"]["accuracy"] <= 1.0
+    if summary["task"] == "seq2seq":  # token accuracy above, and the translations scored after training
+        assert 0.0 <= summary["translation"]["test"]["greedy"]["bleu"] <= 100.0
     assert (tmp_path / "curves.png").is_file()
 
 
