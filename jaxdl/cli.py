@@ -198,6 +198,8 @@ def cmd_explain(args) -> int:
             "a text model); a text classification run needs neither (token attributions of test passages)")
     if args.image is None and args.attention is None and not (Path(args.run_dir) / CONFIG_FILE).is_file():
         raise ConfigError(need)
+    if args.examples < 1 or args.steps < 1:
+        raise ConfigError(f"explain: --examples and --steps must be at least 1, got {args.examples} and {args.steps}")
     s, variables = restore(args.run_dir, which=args.which)
     if args.attention is not None:
         for p in explain_attention(s, variables, args.attention, Path(args.out or Path(args.run_dir) / "explain")):
@@ -258,20 +260,18 @@ def explain_text(args, s, variables) -> int:
     from jaxdl.errors import ConfigError
 
     model, ds = s.model, s.dataset
-    if args.examples < 1 or args.steps < 1:
-        raise ConfigError(f"explain: --examples and --steps must be at least 1, got {args.examples} and {args.steps}")
     if model.module is None:
         raise ConfigError(f"explain: model {model.name!r} is not a Linen module; token attributions need one")
+    names = list(ds.class_names) or [str(i) for i in range(ds.num_classes)]
+    if args.target is not None and not 0 <= args.target < len(names):
+        raise ConfigError(f"explain: --target {args.target} is not a class of {ds.name!r} (0 … {len(names) - 1})")
     idx = evenly_spaced(len(ds.test), min(args.examples, len(ds.test)))
     batch = ds.test.batch(idx)
     inputs = {k: jnp.asarray(batch[k]) for k in ds.inputs}
     full = {"params": variables["params"], **variables["model_state"]}
-    outputs, _ = model.apply(full, inputs, train=False)
+    outputs = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(full, inputs)  # (N, classes)
     probs = np.asarray(jax.nn.softmax(outputs, axis=-1) if model.output == "logits" else outputs)
     pred = probs.argmax(axis=-1)
-    names = list(ds.class_names) or [str(i) for i in range(probs.shape[1])]
-    if args.target is not None and not 0 <= args.target < len(names):
-        raise ConfigError(f"explain: --target {args.target} is not a class of {ds.name!r} (0 … {len(names) - 1})")
     target = np.full(len(idx), args.target) if args.target is not None else pred
     out = interpret.token_integrated_gradients(model.module, full, inputs, jnp.asarray(target, jnp.int32),
                                                baseline=args.baseline, steps=args.steps)
