@@ -260,11 +260,12 @@ def _tokenizer(cfg, train_pieces: list[_Piece]):
     """The tokenizer of ``cfg.data.tokenizer`` and its ``info`` entry (bpe/wordpiece: trained on ``train_pieces``)."""
     name = cfg.tokenizer
     if name in ("bpe", "wordpiece"):
-        texts, budget = [], cfg.tokenizer_chars
+        texts, left = [], cfg.tokenizer_chars
         for p in train_pieces:
-            t = p.text if budget is None else p.text[:budget - sum(len(x) for x in texts)]
+            t = p.text if left is None else p.text[:left]
             if t:
                 texts.append(t)
+                left = None if left is None else left - len(t)
         # lines as training texts: the library counts words per text on all threads (one huge text is serial)
         lines = [line for t in texts for line in t.splitlines(keepends=True)]
         path = tokenize.train_tokenizer_file(lines, name, cfg.vocab_size)
@@ -273,12 +274,11 @@ def _tokenizer(cfg, train_pieces: list[_Piece]):
         if not (p.suffix == ".json" or os.sep in name or p.exists()):
             raise ConfigError(f"data.tokenizer: unknown tokenizer {name!r}; expected one of "
                               f"{', '.join(TOKENIZERS)} or a path to a tokenizer.json")
-        try:
-            tok = tokenize.load_tokenizer(p)
-        except DataError as e:
-            raise DataError(f"data.tokenizer: {e}") from None
         path = p / "tokenizer.json" if p.is_dir() else p
-    tok = tokenize.load_tokenizer(path)
+    try:
+        tok = tokenize.load_tokenizer(path)
+    except DataError as e:
+        raise DataError(f"data.tokenizer: {e}") from None
     return tok, {"kind": name if name in TOKENIZERS else "file", "vocab_size": int(tok.get_vocab_size()),
                  "special": tokenize.special_ids(tok), "json": str(Path(path).resolve())}
 

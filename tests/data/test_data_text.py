@@ -93,6 +93,9 @@ def test_bpe_trained_on_training_span_only_and_spans_tokenised_apart(corpus, mon
     text = "".join(DOCS[k] for k in sorted(DOCS))
     spans = chronological_split(len(text), 0.15, 0.15)
     assert "".join(seen[0]) == text[spans[0]]  # the tokenizer saw the training span and nothing else
+    load(DataConfig(name="text", root=str(corpus), tokenizer="bpe", vocab_size=300, block_size=8, documents=True,
+                    tokenizer_chars=350))
+    assert "".join(seen[1]) == text[:350]  # data.tokenizer_chars: the first characters only, across documents
     info = ds.info["tokenizer"]
     # a corpus this small runs out of pairs seen twice before 300 tokens
     assert info["kind"] == "bpe" and info["vocab_size"] == ds.num_classes and 4 + 256 < ds.num_classes <= 300
