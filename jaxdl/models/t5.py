@@ -25,6 +25,7 @@ Methods: :meth:`T5.encode`, :meth:`T5.decode`, and cached decoding in the ``init
     state, _ = model.apply(variables, {"source": src, "max_length": L}, method="initial_state")
     (logits, state), _ = model.apply(variables, {"tokens": tok, "state": state}, method="step")
     tokens = greedy_decode(model, variables, src, max_len=20)
+    tokens, score = jaxdl.generate.beam_search(model, variables, src, None, beam_size=4, max_len=20, eos_id=1)
 
 The state holds the decoder's self-attention cache (keys/values of ``L`` positions and the position counter), the
 encoder output and the source mask; each step's relative bias is that of its positions against the cache's.
@@ -276,7 +277,8 @@ def _greedy(module, variables, source, source_mask, max_len, eos_id):
 
 def greedy_decode(model, variables, source, max_len: int, source_mask=None, eos_id: int | None = None) -> jax.Array:
     """Greedy decoding with the cache: ``max_len`` target tokens (B, max_len) int32 after the start token 0; with
-    ``eos_id`` (T5: 1), tokens after the first end of sequence are padding (0). ``model``: a jaxdl Model or a T5."""
+    ``eos_id`` (T5: 1), tokens after the first end of sequence are padding (0). ``model``: a jaxdl Model or a T5.
+    Beam search with a length penalty: :func:`jaxdl.generate.beam_search` (``beam_size=1``, alpha 0: this)."""
     module = getattr(model, "module", model)
     if not isinstance(module, T5):
         raise ModelInputError(f"greedy_decode needs a T5 model, got {type(module).__name__}")
