@@ -44,7 +44,7 @@ from jaxdl.tasks import baselines
 from jaxdl.tasks.base import Derived, Task, register
 
 SAMPLES_FILE = "samples.txt"
-# what a finished run samples: prompts, characters per sample, temperatures
+# what a finished run samples: prompts, tokens per sample (characters for a character model), temperatures
 SAMPLE_PROMPTS = ("ROMEO.\n", "The ")
 SAMPLE_STEPS = 300
 SAMPLE_TEMPERATURES = (0.8,)
