@@ -81,7 +81,19 @@ def test_explain_writes_token_attributions_for_a_text_run(tmp_path, capsys):
     html = (tmp_path / "run" / "explain" / "tokens.html").read_text()
     assert html.count("<h3>") == 2 and "[CLS]" in html
     assert "wrote" in capsys.readouterr().out
-    assert cli.main(["explain", run, "--target", "7"]) == 2
-    assert "--target 7 is not a class of 'shakespeare_passages'" in capsys.readouterr().err
-    assert cli.main(["explain", run, "--examples", "0"]) == 2
+    assert cli.main(["explain", run, "--examples", "0"]) == 2  # checked before the run is restored
     assert "--examples and --steps must be at least 1, got 0 and 64" in capsys.readouterr().err
+
+
+def test_explain_text_rejects_a_target_that_is_not_a_class():
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from jaxdl import cli
+    from jaxdl.errors import ConfigError
+
+    run = SimpleNamespace(model=SimpleNamespace(module=object(), name="bert"),
+                          dataset=SimpleNamespace(name="shakespeare_passages", num_classes=3,
+                                                  class_names=("comedy", "history", "tragedy")))
+    with pytest.raises(ConfigError, match=r"--target 7 is not a class of 'shakespeare_passages' \(0 … 2\)"):
+        cli.explain_text(Namespace(target=7, examples=2, steps=8, baseline="pad", out=None, run_dir="r"), run, {})
