@@ -232,7 +232,7 @@ def _check(cfg) -> None:
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 3:
         raise ConfigError(f"data.block_size: shakespeare_passages needs at least 3 tokens per passage ([CLS], one "
                           f"word piece, [SEP]), got {bs!r}")
-    if cfg.split not in ("auto", "groups"):
+    if cfg.split != "auto":
         raise ConfigError(f"data.split={cfg.split!r}: shakespeare_passages holds out whole plays (split auto)")
     for key in ("resize", "channels", "context", "time_column", "glob"):
         if getattr(cfg, key) is not None:
