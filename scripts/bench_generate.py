@@ -7,7 +7,7 @@
   path prompts of one length took before buckets existed), which compiles once per prompt length.
 
 For each path: programs compiled over ``--lengths`` prompt lengths, the time of that first pass (compiles included),
-and the steady-state new tokens/s (median over ``--rounds``) at batch 1 and at ``--batch`` rows of mixed lengths
+and the steady-state new tokens/s (median over ``--rounds``; the two paths alternate within a round) at batch 1 and at ``--batch`` rows of mixed lengths
 (the exact path cannot batch mixed lengths: it runs rows of the longest length).
 
     python scripts/bench_generate.py                 # ~1-2 minutes on 2 CPU cores
@@ -60,23 +60,27 @@ def main() -> None:
                                         num_steps=args.new)[0]
 
     out = {"sizes": vars(args), "load_start": os.getloadavg(), "device": str(jax.devices()[0])}
-    for name, fn, cache_size in [("bucketed", bucketed, lambda: generate._bucket_sampler(model)._cache_size()),
-                                 ("exact", exact, lambda: generate._sampler(model)._cache_size())]:
+    paths = {"bucketed": (bucketed, lambda: generate._bucket_sampler(model)._cache_size()),
+             "exact": (exact, lambda: generate._sampler(model)._cache_size())}
+    for name, (fn, cache_size) in paths.items():
         start = time.perf_counter()
         for i, n in enumerate(lengths):  # one prompt per length
             jax.block_until_ready(fn(rng.integers(0, args.vocab, (1, n)).astype(np.int32), [n], jax.random.key(i)))
-        row = {"programs_over_lengths": cache_size(), "first_pass_s": time.perf_counter() - start}
-        for b in (1, args.batch):
-            lens = [lengths[j % len(lengths)] for j in range(b)]
-            prompt = rng.integers(0, args.vocab, (b, max(lens))).astype(np.int32)
+        out[name] = {"programs_over_lengths": cache_size(), "first_pass_s": time.perf_counter() - start}
+    for b in (1, args.batch):
+        lens = [lengths[j % len(lengths)] for j in range(b)]
+        prompt = rng.integers(0, args.vocab, (b, max(lens))).astype(np.int32)
+        times = {name: [] for name in paths}
+        for name, (fn, _) in paths.items():
             jax.block_until_ready(fn(prompt, lens, jax.random.key(99)))  # compile this batch size
-            times = []
-            for r in range(args.rounds):
+        for r in range(args.rounds):  # the paths alternate, their order flipping, so load drifts hit both alike
+            for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
                 t = time.perf_counter()
-                jax.block_until_ready(fn(prompt, lens, jax.random.key(r)))
-                times.append(time.perf_counter() - t)
-            row[f"tokens_per_s_batch{b}"] = b * args.new / statistics.median(times)
-        out[name] = row
+                jax.block_until_ready(paths[name][0](prompt, lens, jax.random.key(r)))
+                times[name].append(time.perf_counter() - t)
+        for name in paths:
+            out[name][f"tokens_per_s_batch{b}"] = b * args.new / statistics.median(times[name])
+            out[name][f"raw_s_batch{b}"] = times[name]
     out["load_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
