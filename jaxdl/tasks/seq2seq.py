@@ -13,13 +13,14 @@ With ``loss.label_smoothing`` = ε the *minimised* loss is ``(1 - ε) nll_t + ε
 tokens and divided once per split: ``loss`` (nats per target token), ``accuracy`` (teacher-forced next-token) and
 ``perplexity``.
 
-After training (:meth:`Seq2Seq.artifacts`), the validation and test sources are translated greedily (batches of
-:data:`DECODE_BATCH`, one compiled decode, at most the target width of tokens), detokenised and scored against the
-raw reference texts with ``sacrebleu``'s corpus BLEU and chrF; the same scores of the **copy baseline** (the
-hypothesis is the untranslated source) stand beside them. ``summary.json`` gets ``translation`` (per split and
-decoder: ``bleu``, ``chrf``, ``n``; and ``copy_baseline``) and ``samples`` (source / reference / hypothesis of
-:data:`NUM_SAMPLES` evenly spaced validation pairs), also written to ``translations.txt``. Runs are ranked by the
-validation metrics only; test is reported beside them.
+After training (:meth:`Seq2Seq.artifacts`), the validation and test sources are translated greedily and by beam
+search (:data:`BEAM_SIZE` beams, length penalty :data:`LENGTH_PENALTY`) in batches of :data:`DECODE_BATCH` (one
+compiled decode each, at most the target width of tokens), detokenised and scored against the raw reference texts
+with ``sacrebleu``'s corpus BLEU and chrF; the same scores of the **copy baseline** (the hypothesis is the
+untranslated source) stand beside them. ``summary.json`` gets ``translation`` (per split and decoder — ``greedy``,
+``beam``, ``copy_baseline`` — ``bleu``, ``chrf``, ``n``) and ``samples`` (source / reference / hypothesis of
+:data:`NUM_SAMPLES` evenly spaced validation pairs); every held-out translation goes to ``translations.txt``.
+Runs are ranked by the validation metrics only; test is reported beside them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from jaxdl.tasks.base import Derived, Task, register
 
 TRANSLATIONS_FILE = "translations.txt"
 DECODE_BATCH = 64  # sources decoded per compiled call (the last batch is padded to it)
+BEAM_SIZE = 4  # beam search after training (besides greedy); 1 turns it off
+LENGTH_PENALTY = 0.6  # GNMT's alpha for beam search (jaxdl.generate.beam_search)
 NUM_SAMPLES = 8  # sample translations in summary.json (evenly spaced over the validation split)
 
 
@@ -52,12 +55,13 @@ class Seq2Seq(Task):
 
     def __init__(self, model: Model, inputs=("source", "source_mask"), targets=("target", "target_mask"),
                  dropout: bool = True, special: dict[str, int] | None = None, tokenizer: str | None = None,
-                 decode_batch: int = DECODE_BATCH):
+                 decode_batch: int = DECODE_BATCH, beam_size: int = BEAM_SIZE):
         super().__init__({"model": model}, inputs, targets)
         self.dropout = dropout
         self.special = dict(special or {})
         self.tokenizer = tokenizer
         self.decode_batch = int(decode_batch)
+        self.beam_size = int(beam_size)
 
     @classmethod
     def model_input(cls, shape: tuple[int, ...], kind: str) -> tuple[tuple[int, ...], str]:
@@ -126,9 +130,12 @@ class Seq2Seq(Task):
 
     # ---------------------------------------------------------------------------------------------------------------
     def translate(self, params: dict[str, Any], model_state: dict[str, Any], source: np.ndarray,
-                  source_mask: np.ndarray, max_len: int) -> np.ndarray:
-        """Greedy translations ``(N, max_len)`` of ``source`` ``(N, Ls)``: batches of ``decode_batch`` rows (the last
-        padded with copies of the first row, so one compiled program serves every batch); ids after EOS are 0."""
+                  source_mask: np.ndarray, max_len: int, beam_size: int = 1) -> np.ndarray:
+        """Translations ``(N, max_len)`` of ``source`` ``(N, Ls)``, greedy (``beam_size`` 1) or by beam search
+        (:func:`jaxdl.generate.beam_search`, length penalty :data:`LENGTH_PENALTY`), in batches of ``decode_batch``
+        rows (the last padded with copies of the first row, so one compiled program serves every batch); ids after
+        EOS are 0."""
+        from jaxdl import generate
         from jaxdl.models.t5 import greedy_decode
 
         player = self.players[0]
@@ -142,8 +149,13 @@ class Seq2Seq(Task):
                 fill = self.decode_batch - n
                 src = np.concatenate([src, np.repeat(src[:1], fill, axis=0)])
                 msk = np.concatenate([msk, np.repeat(msk[:1], fill, axis=0)])
-            tokens = greedy_decode(self.model, variables, jnp.asarray(src), max_len, source_mask=jnp.asarray(msk),
-                                   eos_id=eos)  # (decode_batch, max_len)
+            if beam_size > 1:
+                tokens, _ = generate.beam_search(self.model, variables, jnp.asarray(src), jnp.asarray(msk),
+                                                 beam_size=beam_size, max_len=max_len, length_penalty=LENGTH_PENALTY,
+                                                 eos_id=eos)  # (decode_batch, max_len)
+            else:
+                tokens = greedy_decode(self.model, variables, jnp.asarray(src), max_len,
+                                       source_mask=jnp.asarray(msk), eos_id=eos)  # (decode_batch, max_len)
             out.append(np.asarray(tokens)[:n])
         return np.concatenate(out) if out else np.zeros((0, max_len), np.int32)
 
@@ -160,7 +172,8 @@ class Seq2Seq(Task):
 
     def artifacts(self, params: dict[str, Any], model_state: dict[str, Any], dataset, run_dir: Path,
                   plots: bool = True) -> dict[str, Any]:
-        """BLEU and chrF of greedy translations of the held-out sources, the copy baseline, and samples."""
+        """BLEU and chrF of greedy (and beam-search) translations of the held-out sources, the copy baseline, and
+        samples (of the beam search when it ran)."""
         module = self.model.module
         texts = dataset.info.get("text") or {}
         if self.tokenizer is None or not texts or module is None or not (
@@ -176,12 +189,16 @@ class Seq2Seq(Task):
             if part not in texts or not len(split):
                 continue
             arrays = split.view.arrays
-            ids = self.translate(params, model_state, arrays["source"], arrays["source_mask"],
-                                 arrays["target"].shape[1])
-            hyps[part] = self.detokenize(tok, ids)
             refs = texts[part]["target"]
-            translation[part] = {"greedy": corpus_scores(hyps[part], refs),
-                                 "copy_baseline": corpus_scores(texts[part]["source"], refs)}
+            translation[part] = {}
+            for decoder, beam in (("greedy", 1), ("beam", self.beam_size)):
+                if decoder == "beam" and beam <= 1:
+                    continue
+                ids = self.translate(params, model_state, arrays["source"], arrays["source_mask"],
+                                     arrays["target"].shape[1], beam)
+                hyps[part] = self.detokenize(tok, ids)  # the beam's when it runs
+                translation[part][decoder] = corpus_scores(hyps[part], refs)
+            translation[part]["copy_baseline"] = corpus_scores(texts[part]["source"], refs)
         samples = []
         if "val" in hyps:
             val = texts["val"]
@@ -191,10 +208,9 @@ class Seq2Seq(Task):
         lines = []
         for part, hs in hyps.items():
             t = texts[part]
-            lines.append(f"=== {part}: greedy BLEU {translation[part]['greedy']['bleu']:.2f} chrF "
-                         f"{translation[part]['greedy']['chrf']:.2f} (copy baseline BLEU "
-                         f"{translation[part]['copy_baseline']['bleu']:.2f} chrF "
-                         f"{translation[part]['copy_baseline']['chrf']:.2f})\n")
+            scores = ", ".join(f"{d} BLEU {v['bleu']:.2f} chrF {v['chrf']:.2f}" for d, v in translation[part].items())
+            shown = "beam" if "beam" in translation[part] else "greedy"
+            lines.append(f"=== {part}: {scores}; hypotheses below: {shown}\n")
             for r, s, ref, h in zip(t["refs"], t["source"], t["target"], hs):
                 lines.append(f"{r}\n  source:     {s}\n  reference:  {ref}\n  hypothesis: {h}\n")
         Path(run_dir, TRANSLATIONS_FILE).write_text("\n".join(lines))

@@ -42,6 +42,7 @@ def setup():
     ds = data_lib.load(cfg.data, source=_corpus())
     model = models.from_config(cfg.model, num_classes=ds.num_classes, input_shape=ds.input_shape)
     task = build_task(cfg, ds, model)
+    task.beam_size = 2  # the artifacts' beam search, small
     batch = {k: jnp.asarray(v) for k, v in ds.train.batch(np.arange(4)).items()}
     variables = jax.jit(task.init)(jax.random.key(0), batch)
     params = {p: v["params"] for p, v in variables.items()}
@@ -95,19 +96,20 @@ def test_artifacts_bleu_chrf_copy_baseline_and_samples(setup, tmp_path):
     tok = tokenize.load_tokenizer(ds.info["tokenizer"]["json"])
     for part in ("val", "test"):
         a = getattr(ds, part).view.arrays
-        hyps = task.detokenize(tok, task.translate(params, state, a["source"], a["source_mask"],
-                                                   a["target"].shape[1]))
         refs, srcs = ds.info["text"][part]["target"], ds.info["text"][part]["source"]
         got = out["translation"][part]
-        assert got["greedy"]["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
-        assert got["greedy"]["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+        for decoder, beam in (("greedy", 1), ("beam", 2)):
+            hyps = task.detokenize(tok, task.translate(params, state, a["source"], a["source_mask"],
+                                                       a["target"].shape[1], beam))
+            assert got[decoder]["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+            assert got[decoder]["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
         assert got["copy_baseline"]["bleu"] == pytest.approx(sacrebleu.corpus_bleu(srcs, [refs]).score)
         assert got["copy_baseline"]["chrf"] == pytest.approx(sacrebleu.corpus_chrf(srcs, [refs]).score)
         assert got["greedy"]["n"] == len(refs) == len(getattr(ds, part))
     s = out["samples"][0]
     assert set(s) == {"ref", "source", "reference", "hypothesis"} and s["reference"] == ds.info["text"]["val"]["target"][0]
     text = (tmp_path / TRANSLATIONS_FILE).read_text()
-    assert "=== val: greedy BLEU" in text and s["source"] in text
+    assert "=== val: greedy BLEU" in text and "beam BLEU" in text and s["source"] in text
     json.dumps(out)  # summary.json-ready
 
 
