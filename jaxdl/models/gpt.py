@@ -15,6 +15,8 @@ GPT-2's fused ``c_attn`` split in three, ``c_proj`` = ``out``), ``block_<i>/norm
 ``post_attention_layernorm``], ``block_<i>/mlp`` (:class:`~jaxdl.nn.FeedForward`: ``fc_in``/``fc_out`` [``c_fc``/
 ``c_proj``] or ``gate``/``up``/``down``), ``norm_f`` [``ln_f`` / ``norm``] and ``head`` when untied. Kernels are
 ``(in, out)``. GPT-2 small (``gpt2``) has 124,439,808 parameters; SmolLM2-135M (``smollm2_135m``) 134,515,008.
+Hugging Face GPT-2 state dicts convert with :func:`convert_gpt2_state_dict` (registered with ``jaxdl.convert`` for
+model names starting with ``gpt``: ``jaxdl convert model.safetensors gpt2.npz --model gpt2``).
 
 Decoding with a key/value cache (the ``"cache"`` collection of every attention layer plus this model's
 ``position``), in the ``initial_state``/``step`` form that :func:`jaxdl.generate.sample` drives::
