@@ -9,6 +9,9 @@ Run (about an hour on 2 shared CPU cores):
     python experiments/translation_t5.py --workdir runs/translation_t5
 Only the table and plot, from a finished run:
     python experiments/translation_t5.py --workdir runs/translation_t5 --report-only
+A run stopped before its last step (the time budget): evaluate its best checkpoint (validation loss), translate
+and score as a finished run would, write summary.json with "status": "stopped", then report:
+    python experiments/translation_t5.py --workdir runs/translation_t5 --from-checkpoint
 """
 
 from __future__ import annotations
@@ -28,6 +31,28 @@ def train(workdir: Path, overrides: list[str]) -> None:
     from jaxdl.train import fit
 
     fit(load_config(str(CONFIG), overrides), workdir=workdir)
+
+
+def from_checkpoint(run_dir: Path) -> None:
+    """summary.json of a run stopped early: metrics, translations and baselines of its best checkpoint."""
+    import time
+
+    from jaxdl.train import evaluate_splits, restore
+    from jaxdl.train.step import by_player
+
+    t0 = time.perf_counter()
+    s, variables = restore(run_dir, which="best")
+    evals = [r for r in records(run_dir) if "val/loss" in r]
+    best = min(evals, key=lambda r: r["val/loss"])
+    summary = {"name": s.cfg.name, "status": "stopped", "task": s.task.name, "model": s.model_name,
+               "data": s.dataset.name, "params": s.model.param_count(), "steps": best["step"],
+               "scheduled_steps": s.total_steps, "last_step": evals[-1]["step"], "train_time_s": evals[-1]["time"],
+               "best": {"step": best["step"], "val/loss": best["val/loss"]},
+               **evaluate_splits(s, variables["params"], variables["model_state"])}
+    summary.update(s.task.artifacts(by_player(s.task, variables["params"]),
+                                    by_player(s.task, variables["model_state"]), s.dataset, run_dir))
+    summary["eval_time_s"] = round(time.perf_counter() - t0, 1)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -59,14 +84,18 @@ def plot(run_dir: Path, out: Path) -> Path:
 
 
 def table(summary: dict) -> str:
-    """Markdown table of BLEU/chrF per split: the model's greedy translations and the copy baseline."""
-    rows = ["| split | pairs | T5 greedy BLEU | T5 greedy chrF | copy BLEU | copy chrF | loss | token acc. |",
-            "|---|---|---|---|---|---|---|---|"]
+    """Markdown table of BLEU/chrF per split: the copy baseline, the model's greedy and beam translations."""
+    rows = ["| split | pairs | decoder | BLEU | chrF | loss (nats/token) | token acc. |",
+            "|---|---|---|---|---|---|---|"]
     for part in ("val", "test"):
         t = summary["translation"][part]
-        rows.append(f"| {part} | {t['greedy']['n']} | {t['greedy']['bleu']:.2f} | {t['greedy']['chrf']:.2f} | "
-                    f"{t['copy_baseline']['bleu']:.2f} | {t['copy_baseline']['chrf']:.2f} | "
-                    f"{summary[part]['loss']:.3f} | {summary[part]['accuracy']:.3f} |")
+        for decoder, label in (("copy_baseline", "copy the source"), ("greedy", "T5 greedy"),
+                               ("beam", "T5 beam 4")):
+            if decoder in t:
+                tf = (f"{summary[part]['loss']:.3f} | {summary[part]['accuracy']:.3f}" if decoder != "copy_baseline"
+                      else "– | –")
+                rows.append(f"| {part} | {t[decoder]['n']} | {label} | {t[decoder]['bleu']:.2f} | "
+                            f"{t[decoder]['chrf']:.2f} | {tf} |")
     return "\n".join(rows) + "\n"
 
 
@@ -85,9 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("runs/translation_t5"))
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--from-checkpoint", action="store_true", help="summarise a stopped run from its best checkpoint")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=100")
     args = p.parse_args(argv)
-    if not args.report_only:
+    if args.from_checkpoint:
+        from_checkpoint(args.workdir)
+    elif not args.report_only:
         train(args.workdir, args.overrides)
     report(args.workdir)
 
