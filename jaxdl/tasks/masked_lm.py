@@ -61,7 +61,6 @@ RANDOM_SHARE = 0.1
 EVAL_SEED = 0x4D4C4D
 # Multiplier of the block hash (odd, so every power is a unit mod 2^32).
 HASH_MULTIPLIER = 0x9E3779B1
-MASK_TOKEN = "[MASK]"
 
 
 def special_tokens(ds) -> tuple[int, int, tuple[int, ...]]:
@@ -274,11 +273,11 @@ def unigram_baseline(task: MaskedLM, ds, split: str = "test", rate: float = 0.15
     idx = np.arange(len(train))
     counts = np.zeros(task.outputs, np.float64)
     for start in range(0, len(idx), batch_size):
-        tokens = np.asarray(train.batch(idx[start:start + batch_size])[task.inputs[0]])[:, :-1]  # (b, L)
-        tm = train.batch(idx[start:start + batch_size]).get("token_mask") if task.token_mask else None
+        batch = train.batch(idx[start:start + batch_size])
+        tokens = np.asarray(batch[task.inputs[0]])[:, :-1]  # (b, L)
         keep = np.isin(tokens, task.special_ids, invert=True)
-        if tm is not None:
-            keep &= np.asarray(tm)[:, :-1] > 0
+        if task.token_mask and batch.get("token_mask") is not None:
+            keep &= np.asarray(batch["token_mask"])[:, :-1] > 0
         counts += np.bincount(tokens[keep].ravel(), minlength=task.outputs)[:task.outputs]
     p = np.zeros(task.outputs)
     p[task.replacement_ids] = counts[task.replacement_ids] + 1.0
@@ -299,5 +298,5 @@ def unigram_baseline(task: MaskedLM, ds, split: str = "test", rate: float = 0.15
     return {"loss": loss, "perplexity": math.exp(loss), "accuracy": hits / max(n, 1.0), "positions": int(n)}
 
 
-__all__ = ["EVAL_SEED", "MASK_SHARE", "MASK_TOKEN", "MaskedLM", "RANDOM_SHARE", "block_hash", "eval_keys",
+__all__ = ["EVAL_SEED", "MASK_SHARE", "MaskedLM", "RANDOM_SHARE", "block_hash", "eval_keys",
            "mask_bits", "mask_tokens", "special_tokens", "unigram_baseline"]

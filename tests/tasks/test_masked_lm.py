@@ -15,7 +15,7 @@ from jaxdl import data as data_lib
 from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.tasks import MaskedLM
-from jaxdl.tasks.masked_lm import mask_tokens, special_tokens
+from jaxdl.tasks.masked_lm import mask_tokens, special_tokens, unigram_baseline
 from jaxdl.train.setup import initial_state, setup
 
 TEXT = ("the quick brown fox jumps over the lazy dog. " * 40 + "a stitch in time saves nine. " * 40) * 3
@@ -100,7 +100,7 @@ def test_80_10_10_split_and_no_special_or_padding_chosen():
     token_mask = jnp.asarray(np.arange(T)[None, :] < lengths[:, None])  # (B, T): padding at the end
     cand = jnp.all(tokens[..., None] != special, -1) & token_mask
     replacement = jnp.arange(3, V)
-    bits = jax.random.bits(jax.random.PRNGKey(1), (B, 3, T), jnp.uint32)
+    bits = jnp.asarray(rng.integers(0, 2**32, (B, 3, T), dtype=np.uint32))  # the masks are a function of the bits
     inputs, chosen = jax.jit(mask_tokens, static_argnums=4)(bits, tokens, cand, 0.15, mask_id, replacement)
     inputs, chosen, tokens, cand = map(np.asarray, (inputs, chosen, tokens, cand))
     assert not chosen[~cand].any()  # never padding nor special tokens
@@ -179,6 +179,27 @@ def test_loss_goes_down_on_a_tiny_batch(run):
         state, _ = step(state, batch, hp)
     assert float(run["evaluate"](state, batch)[0]) < before - 1.0, before
     assert len(run["traces"]) == 1
+
+
+def test_unigram_baseline_by_hand(run, text_ds):
+    task = run["s"].task
+    out = unigram_baseline(task, text_ds, batch_size=4)  # evaluation masks do not depend on the batching
+    train = np.asarray(text_ds.train.batch(np.arange(len(text_ds.train)))["tokens"])[:, :-1]
+    counts = np.bincount(train[train != 0].ravel(), minlength=task.outputs).astype(float)  # <unk> never counts
+    p = counts + 1.0
+    p[[0, task.mask_id]] = 0.0
+    p /= p.sum()
+    n = len(text_ds.test)
+    tokens = np.asarray(text_ds.test.batch(np.arange(n))["tokens"])
+    chosen = []
+    for start in range(0, n, 8):  # the fixture's compiled shape: 8 blocks (the last batch wraps around)
+        rows = np.arange(start, start + 8) % n
+        chosen.append(np.asarray(run["corrupt"]({"tokens": tokens[rows], "mask": jnp.ones(8)}, None, 0.15)[1]))
+    chosen = np.concatenate(chosen)[:n]
+    targets = tokens[:, :-1][chosen]
+    assert out["positions"] == len(targets) > 0
+    np.testing.assert_allclose(out["loss"], -np.log(p[targets]).mean(), rtol=1e-10)
+    np.testing.assert_allclose(out["accuracy"], (targets == p.argmax()).mean())
 
 
 def test_errors_name_the_task_and_the_shape(text_ds, load_dataset):
