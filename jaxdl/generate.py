@@ -158,6 +158,13 @@ def _stop_array(stop_tokens) -> jax.Array:
     return jnp.asarray(out)
 
 
+def split_rows(state: Any, batch_size: int) -> Any:
+    """A batched decoding state (non-scalar leaves batch first, scalar counters shared) as the row-stacked states
+    :func:`generate_padded` takes: leaves (B, ...) -> (B, 1, ...), scalars -> (B,). Nothing is recomputed (e.g. a
+    T5 state encodes the whole batch of sources once)."""
+    return jax.tree.map(lambda x: x[:, None] if jnp.ndim(x) else jnp.broadcast_to(x, (batch_size,)), state)
+
+
 def _rewind(states: Any, lengths: jax.Array) -> Any:
     """Row-stacked decoding states with every counter set to that row's ``lengths`` (B,): the next token is written
     (and attends) from there, and the cache slots of the padding behind it are overwritten before anyone reads them."""
@@ -574,4 +581,4 @@ def beam_search(model, variables, source, source_mask=None, *, beam_size: int = 
 
 
 __all__ = ["COUNTERS", "GREEDY_BELOW", "beam_search", "bucket_length", "complete_texts", "generate", "generate_padded",
-           "length_penalty_factor", "sample", "sample_logits", "sample_text", "top_k_mask", "top_p_mask"]
+           "length_penalty_factor", "sample", "sample_logits", "sample_text", "split_rows", "top_k_mask", "top_p_mask"]

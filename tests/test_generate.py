@@ -174,11 +174,8 @@ def _decoder(name):
 
 
 def _padded(lengths, seed=0):
-    rng = np.random.default_rng(seed)
-    prompt = np.zeros((len(lengths), max(lengths)), np.int32)
-    for b, n in enumerate(lengths):
-        prompt[b, :n] = rng.integers(0, GV, n)
-    return prompt
+    """Prompts of ``lengths`` random tokens, right-padded with random tokens too: padding must never be read."""
+    return np.random.default_rng(seed).integers(0, GV, (len(lengths), max(lengths))).astype(np.int32)
 
 
 @pytest.mark.parametrize("name", ["gpt", "llama"])
@@ -186,9 +183,10 @@ def test_a_padded_batch_decodes_as_each_prompt_alone_in_one_program(name):
     model, variables, forward = _decoder(name)
     prompt = _padded(LENGTHS)
     run = generate._bucket_sampler(model)
-    tokens, n, last = run(variables, jnp.asarray(np.pad(prompt, ((0, 0), (0, 16 - 7)))), jnp.asarray(LENGTHS),
-                          jax.random.key(0), jnp.float32(0.0), jnp.int32(0), jnp.float32(1.0), generate._stop_array(()),
-                          jnp.int32(0), num_steps=GN, max_length=16 + GN)
+    tokens, n, last = run(variables, jnp.asarray(np.pad(prompt, ((0, 0), (0, 16 - 7)), constant_values=GV - 1)),
+                          jnp.asarray(LENGTHS),
+                          jax.random.key(0), jnp.float32(0.0), jnp.int32(0), jnp.float32(1.0),
+                          generate._stop_array(()), jnp.int32(0), num_steps=GN, max_length=16 + GN)
     np.testing.assert_array_equal(n, [GN] * 3)
     # reference: every row alone and unpadded through the uncached forward (right zeros are unseen: causal)
     seq = np.zeros((3, 16), np.int32)
