@@ -65,8 +65,10 @@ class Dataset:
         dtype = spec[first][1]
         norm = "standardised" if self.mean is not None else "raw"
         if self.kind == "text":
-            return (f"{self.name}: {sizes} blocks of {self.input_shape[0]} tokens, vocabulary {self.num_classes} "
-                    f"characters (id 0 = <unk>), {split}")
+            tok = self.info.get("tokenizer")
+            vocab = (f"{tok['kind']} vocabulary of {self.num_classes} tokens" if isinstance(tok, dict)
+                     else f"vocabulary {self.num_classes} characters (id 0 = <unk>)")
+            return f"{self.name}: {sizes} blocks of {self.input_shape[0]} tokens, {vocab}, {split}"
         if self.kind == "series":
             cols, tcols = self.info.get("columns", ()), self.info.get("target_columns", ())
             return (f"{self.name}: {sizes} windows, input {self.input_shape} {dtype} ({norm}; columns "

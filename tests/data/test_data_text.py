@@ -97,6 +97,7 @@ def test_bpe_trained_on_training_span_only_and_spans_tokenised_apart(corpus, mon
                     tokenizer_chars=350))
     assert "".join(seen[1]) == text[:350]  # data.tokenizer_chars: the first characters only, across documents
     info = ds.info["tokenizer"]
+    assert f"bpe vocabulary of {ds.num_classes} tokens" in ds.describe()
     # a corpus this small runs out of pairs seen twice before 300 tokens
     assert info["kind"] == "bpe" and info["vocab_size"] == ds.num_classes and 4 + 256 < ds.num_classes <= 300
     assert info["special"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3, "cls": 2, "sep": 3}
