@@ -384,14 +384,17 @@ def sample(model, variables, prompt, key: jax.Array, *, num_steps: int, temperat
         tokens, n, _ = _bucket_sampler(model)(variables, padded, jnp.asarray(lengths, jnp.int32), key, temperature,
                                               top_k, top_p, stop, jnp.int32(pad_id), num_steps=int(num_steps),
                                               max_length=width + int(num_steps))
-    elif np.all(lengths == lengths[0]):
+    elif np.all(lengths == lengths[0]) or num_steps == 0:
         prompt = prompt[:, :longest]
         tokens, _, _ = _sampler(model)(variables, prompt, key, temperature, top_k, top_p, num_steps=int(num_steps))
         tokens, n = _stop_after(tokens, stop, pad_id)
+    elif _takes_max_length(model):
+        raise JaxdlError(f"model {model.name!r}: the longest prompt ({longest} tokens) plus num_steps={num_steps} "
+                         f"exceed its context of {limit} positions; prompts of different lengths must fit in it "
+                         "(prompts of one length may run past it, with a sliding window)")
     else:
         raise JaxdlError(f"model {model.name!r}: prompts of different lengths {sorted(set(lengths.tolist()))} need a "
-                         f"model with a key/value cache and room for the longest prompt plus num_steps={num_steps} "
-                         f"in its context ({limit}); pass prompts of one length")
+                         "model with a key/value cache (gpt, llama); pass prompts of one length")
     return (tokens, n) if return_lengths else tokens
 
 
@@ -400,9 +403,9 @@ def sample_text(model, variables, vocab: list[str], prompt: str, key: jax.Array,
     """The prompt followed by ``num_steps`` sampled characters of a character-level model.
 
     Args:
-      stop: characters that end the sample (e.g. ``"\n"``); the one emitted is kept.
       vocab: the data set's ``info["vocab"]`` (id 0 is ``<unk>``; characters unseen in training encode to it and
         sampled ``<unk>`` ids decode to U+FFFD).
+      stop: characters that end the sample (e.g. a newline); the one emitted is kept.
     """
     from jaxdl.data.text import decode, encode
 

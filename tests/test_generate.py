@@ -236,6 +236,8 @@ def test_buckets_and_padded_batch_errors():
     with pytest.raises(JaxdlError, match=r"prompt_lengths must be 3 lengths in \[1, 7\]"):
         generate.sample(model, variables, _padded(LENGTHS), jax.random.key(0), num_steps=2, prompt_lengths=[3, 8, 1])
     lm, lm_vars, _ = _lm()
+    with pytest.raises(JaxdlError, match=r"longest prompt \(7 tokens\) plus num_steps=26 exceed its context of 32"):
+        generate.sample(model, variables, _padded(LENGTHS), jax.random.key(0), num_steps=26, prompt_lengths=LENGTHS)
     with pytest.raises(JaxdlError, match=r"prompts of different lengths \[1, 3\] need a model with a key/value"):
         generate.sample(lm, lm_vars, _prompt(), jax.random.key(0), num_steps=2, prompt_lengths=[3, 1])
     with pytest.raises(JaxdlError, match="no counters named cache_index or position"):
