@@ -141,6 +141,10 @@ def test_sample_text_and_errors():
     text = generate.sample_text(model, variables, VOCAB, "abz", jax.random.key(0), num_steps=N, temperature=0.0)
     assert text.startswith("abz") and len(text) == 3 + N  # "z" is unknown: it is read as <unk> but kept as typed
     assert set(text[3:]) <= set(VOCAB[1:]) | {"\ufffd"}
+    drawn = generate.sample_text(model, variables, VOCAB, "abz", jax.random.key(1), num_steps=N)
+    stop = next(c for c in drawn[4:] if c in VOCAB)  # stop at a character the sample emits (not first)
+    assert generate.sample_text(model, variables, VOCAB, "abz", jax.random.key(1), num_steps=N,
+                                stop=stop) == drawn[:drawn.index(stop, 3) + 1]
     with pytest.raises(JaxdlError, match="vocab"):
         generate.sample_text(model, variables, VOCAB[:-1], "ab", jax.random.key(0), num_steps=2)
     with pytest.raises(JaxdlError, match="prompt is empty"):
