@@ -446,7 +446,7 @@ def test_padded_decoder_prompts_through_the_cache_equal_the_full_forward(beam_mo
     m, v, src, mask, fwd = beam_model
     lengths, n = [1, 3, 2], 2
     prompt = jnp.asarray([[0, 0, 0], [0, 3, 2], [0, 2, 0]], jnp.int32)  # (3, 3) right-padded, start token first
-    state = m.apply(v, src, mask, max_length=3 + n, method="initial_state")  # the sources encoded once
+    state = jax.jit(lambda v: m.apply(v, src, mask, max_length=3 + n, method="initial_state"))(v)  # encoded once
     states = generate.split_rows(state, 3)  # one state per row: leaves (3, 1, ...), counters (3,)
 
     def step(state, tokens):
