@@ -35,9 +35,9 @@ character-level data set (``info["vocab"]``, ``<unk>`` = id 0) has no mask token
 ``<unk>`` is never a target. The model returns logits ``(B, L, outputs)`` for tokens ``(B, L)`` — e.g.
 ``bert`` with ``model.head=mlm`` and ``model.vocab_size`` = the outputs needed.
 
-After training, ``summary.json`` gets ``baselines.unigram``: the cross-entropy (and accuracy) on the test split's
-evaluation masks of the training split's token frequencies (add-one smoothed over the non-special ids) — what a
-model that ignores the context scores.
+After training, ``summary.json`` gets ``baselines`` on the test split's evaluation masks: ``unigram`` (the training
+split's token frequencies) and ``unigram_input`` (the best guess from the corrupted token at the position alone: it
+is right at the 10% kept positions) — what models that ignore the context score (:func:`context_free_baselines`).
 """
 
 from __future__ import annotations
@@ -259,16 +259,28 @@ class MaskedLM(Task):
     # ---------------------------------------------------------------------------------------------------------------
     def artifacts(self, params: dict[str, Any], model_state: dict[str, Any], dataset, run_dir, plots: bool = True
                   ) -> dict[str, Any]:
-        """The unigram baseline on the test split's evaluation masks (at the run's ``loss.mask_rate``)."""
+        """The context-free baselines on the test split's evaluation masks (at the run's ``loss.mask_rate``)."""
         del params, model_state, run_dir, plots
-        return {"baselines": {"unigram": unigram_baseline(self, dataset, rate=self.mask_rate)}}
+        return {"baselines": context_free_baselines(self, dataset, rate=self.mask_rate)}
 
 
-def unigram_baseline(task: MaskedLM, ds, split: str = "test", rate: float = 0.15, batch_size: int = 512
-                     ) -> dict[str, float]:
-    """Cross-entropy (nats per chosen token), perplexity and accuracy on ``split``'s evaluation masks of the
-    training split's token frequencies, add-one smoothed over the non-special ids:
-    ``p(v) = (n_v + 1) / (N + R)`` for the ``R`` non-special ids, 0 for the special ones."""
+def _metrics(total: float, hits: float, n: float) -> dict[str, float]:
+    loss = total / max(n, 1.0)
+    return {"loss": loss, "perplexity": math.exp(loss), "accuracy": hits / max(n, 1.0), "positions": int(n)}
+
+
+def context_free_baselines(task: MaskedLM, ds, split: str = "test", rate: float = 0.15, batch_size: int = 512
+                           ) -> dict[str, dict[str, float]]:
+    r"""What a model that ignores the context scores on ``split``'s evaluation masks: cross-entropy (nats per chosen
+    token), perplexity and accuracy of
+
+    - ``unigram``: the training split's token frequencies, add-one smoothed over the ``R`` non-special ids,
+      :math:`u(v) = (n_v + 1) / (N + R)` (0 for the special ids);
+    - ``unigram_input``: the best predictor from the corrupted token at the position alone. With shares
+      :math:`a` (random token) and :math:`k = 1 - 0.8 - a` (kept), a position reading :math:`c \ne` ``[MASK]`` holds
+      :math:`y` with probability :math:`(k\,u(c)[y = c] + a\,u(y)/R) / (k\,u(c) + a/R)`; one reading ``[MASK]``
+      gets :math:`u`. A model below it uses the neighbours.
+    """
     train = ds.train
     idx = np.arange(len(train))
     counts = np.zeros(task.outputs, np.float64)
@@ -279,24 +291,33 @@ def unigram_baseline(task: MaskedLM, ds, split: str = "test", rate: float = 0.15
         if task.token_mask and batch.get("token_mask") is not None:
             keep &= np.asarray(batch["token_mask"])[:, :-1] > 0
         counts += np.bincount(tokens[keep].ravel(), minlength=task.outputs)[:task.outputs]
-    p = np.zeros(task.outputs)
-    p[task.replacement_ids] = counts[task.replacement_ids] + 1.0
-    logp = np.log(np.where(p > 0, p / p.sum(), 1.0))
-    best = int(np.argmax(p))
-    corrupt = jax.jit(lambda b: task.corrupt(b, None, rate)[1])
+    u = np.zeros(task.outputs)
+    u[task.replacement_ids] = counts[task.replacement_ids] + 1.0
+    u /= u.sum()
+    logu = np.log(np.where(u > 0, u, 1.0))
+    best = int(np.argmax(u))
+    R, a = len(task.replacement_ids), RANDOM_SHARE
+    k = 1.0 - MASK_SHARE - RANDOM_SHARE
+    corrupt = jax.jit(lambda b: task.corrupt(b, None, rate))
     part = getattr(ds, split)
-    total = hits = n = 0.0
+    sums = np.zeros((2, 2))  # (unigram, unigram_input) x (nats, hits)
+    n = 0
     idx = np.arange(len(part))
     for start in range(0, len(idx), batch_size):
         batch = part.batch(idx[start:start + batch_size])
-        chosen = np.asarray(corrupt({k: jnp.asarray(v) for k, v in batch.items()}))  # (b, L)
-        targets = np.asarray(batch[task.inputs[0]])[:, :-1][chosen]
-        total += float(-logp[targets].sum())
-        hits += float((targets == best).sum())
-        n += len(targets)
-    loss = total / max(n, 1.0)
-    return {"loss": loss, "perplexity": math.exp(loss), "accuracy": hits / max(n, 1.0), "positions": int(n)}
+        inputs, chosen = (np.asarray(x) for x in corrupt({name: jnp.asarray(v) for name, v in batch.items()}))
+        y = np.asarray(batch[task.inputs[0]])[:, :-1][chosen]  # (n,) targets
+        x = inputs[chosen]  # (n,) what the model read there
+        sums[0] += (-logu[y].sum(), (y == best).sum())
+        seen = x != task.mask_id
+        c = np.where(seen, x, best)
+        q = np.where(seen, (k * u[c] * (y == c) + a * u[y] / R) / (k * u[c] + a / R), u[y])  # q(y | x)
+        # argmax_y q(y | c) is c itself unless a u(best) / R beats (k + a / R) u(c)
+        guess = np.where(seen & ((k + a / R) * u[c] >= a * u[best] / R), c, best)
+        sums[1] += (-np.log(q).sum(), (y == guess).sum())
+        n += len(y)
+    return {"unigram": _metrics(*sums[0], n), "unigram_input": _metrics(*sums[1], n)}
 
 
 __all__ = ["EVAL_SEED", "MASK_SHARE", "MaskedLM", "RANDOM_SHARE", "block_hash", "eval_keys",
-           "mask_bits", "mask_tokens", "special_tokens", "unigram_baseline"]
+           "context_free_baselines", "mask_bits", "mask_tokens", "special_tokens"]

@@ -15,7 +15,7 @@ from jaxdl import data as data_lib
 from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.tasks import MaskedLM
-from jaxdl.tasks.masked_lm import mask_tokens, special_tokens, unigram_baseline
+from jaxdl.tasks.masked_lm import context_free_baselines, mask_tokens, special_tokens
 from jaxdl.train.setup import initial_state, setup
 
 TEXT = ("the quick brown fox jumps over the lazy dog. " * 40 + "a stitch in time saves nine. " * 40) * 3
@@ -181,25 +181,37 @@ def test_loss_goes_down_on_a_tiny_batch(run):
     assert len(run["traces"]) == 1
 
 
-def test_unigram_baseline_by_hand(run, text_ds):
+def test_context_free_baselines_by_hand(run, text_ds):
     task = run["s"].task
-    out = unigram_baseline(task, text_ds, batch_size=4)  # evaluation masks do not depend on the batching
+    out = context_free_baselines(task, text_ds, batch_size=4)  # evaluation masks do not depend on the batching
     train = np.asarray(text_ds.train.batch(np.arange(len(text_ds.train)))["tokens"])[:, :-1]
-    counts = np.bincount(train[train != 0].ravel(), minlength=task.outputs).astype(float)  # <unk> never counts
-    p = counts + 1.0
-    p[[0, task.mask_id]] = 0.0
-    p /= p.sum()
+    u = np.bincount(train[train != 0].ravel(), minlength=task.outputs).astype(float) + 1.0  # <unk> never counts
+    u[[0, task.mask_id]] = 0.0
+    u /= u.sum()
     n = len(text_ds.test)
     tokens = np.asarray(text_ds.test.batch(np.arange(n))["tokens"])
-    chosen = []
+    inputs, chosen = [], []
     for start in range(0, n, 8):  # the fixture's compiled shape: 8 blocks (the last batch wraps around)
         rows = np.arange(start, start + 8) % n
-        chosen.append(np.asarray(run["corrupt"]({"tokens": tokens[rows], "mask": jnp.ones(8)}, None, 0.15)[1]))
+        x, c = run["corrupt"]({"tokens": tokens[rows], "mask": jnp.ones(8)}, None, 0.15)
+        inputs.append(np.asarray(x))
+        chosen.append(np.asarray(c))
     chosen = np.concatenate(chosen)[:n]
-    targets = tokens[:, :-1][chosen]
-    assert out["positions"] == len(targets) > 0
-    np.testing.assert_allclose(out["loss"], -np.log(p[targets]).mean(), rtol=1e-10)
-    np.testing.assert_allclose(out["accuracy"], (targets == p.argmax()).mean())
+    y, x = tokens[:, :-1][chosen], np.concatenate(inputs)[:n][chosen]
+    assert out["unigram"]["positions"] == len(y) > 0
+    np.testing.assert_allclose(out["unigram"]["loss"], -np.log(u[y]).mean(), rtol=1e-10)
+    np.testing.assert_allclose(out["unigram"]["accuracy"], (y == u.argmax()).mean())
+    # from the corrupted token alone: P(y, x=c) = 0.1 u(y) [y = c] (kept) + 0.1 u(y) / R (a random c), normalised
+    R = len(task.replacement_ids)
+    nll, hits = [], []
+    for yi, xi in zip(y, x):
+        q = u.copy() if xi == task.mask_id else 0.1 * u * (np.arange(len(u)) == xi) + 0.1 * u / R
+        q /= q.sum()
+        nll.append(-np.log(q[yi]))
+        hits.append(q.argmax() == yi)
+    np.testing.assert_allclose(out["unigram_input"]["loss"], np.mean(nll), rtol=1e-9)
+    np.testing.assert_allclose(out["unigram_input"]["accuracy"], np.mean(hits))
+    assert out["unigram_input"]["loss"] < out["unigram"]["loss"]
 
 
 def test_errors_name_the_task_and_the_shape(text_ds, load_dataset):
