@@ -1,6 +1,9 @@
-"""Autoregressive sampling: greedy decoding, top-k, temperature, the carried state, no recompilation, text helpers.
+"""Autoregressive sampling: greedy decoding, top-k, temperature, the carried state, no recompilation, text helpers;
+padded batches of prompts of different lengths (buckets, one prefill, per-row positions: GPT and Llama-style logits
+equal the uncached forward), stop tokens, text completion with a tokenizer.
 
-A tiny random rnn_lm and a fake step function with fixed logits; every test reuses the same few compiled programs."""
+A tiny random rnn_lm, tiny random GPT/Llama decoders and a fake step function with fixed logits; every test reuses
+the same few compiled programs."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """T5: parameter count, shapes and input errors, cached greedy decoding = the teacher-forced forward, encoder padding
 invariance, the Hugging Face converter checked against an independent PyTorch forward pass written here from the T5
-equations, missing/unexpected keys, populations with traced dropout, and a tiny T5 learning to reverse sequences."""
+equations, missing/unexpected keys, populations with traced dropout, a tiny T5 learning to reverse sequences, beam
+search (exact against every hypothesis of a 4-token vocabulary; beam size 1 = greedy) and decoder prompts of different
+lengths through the per-row cache = the uncached forward."""
 
 from __future__ import annotations
 
