@@ -9,8 +9,8 @@ Run (about an hour on 2 shared CPU cores):
     python experiments/translation_t5.py --workdir runs/translation_t5
 Only the table and plot, from a finished run:
     python experiments/translation_t5.py --workdir runs/translation_t5 --report-only
-A run stopped before its last step (the time budget): evaluate its best checkpoint (validation loss), translate
-and score as a finished run would, write summary.json with "status": "stopped", then report:
+Translate and score the best checkpoint again (greedy, beam search, copy baseline) and report; for a run stopped
+before its last step (the time budget) this writes summary.json with the checkpoint's metrics and "status": "stopped":
     python experiments/translation_t5.py --workdir runs/translation_t5 --from-checkpoint
 """
 
@@ -34,7 +34,9 @@ def train(workdir: Path, overrides: list[str]) -> None:
 
 
 def from_checkpoint(run_dir: Path) -> None:
-    """summary.json of a run stopped early: metrics, translations and baselines of its best checkpoint."""
+    """Translations and scores (greedy, beam, copy baseline) of a run's best checkpoint: added to the summary.json
+    of a completed run (e.g. one trained before beam search existed), or a new summary.json with the checkpoint's
+    metrics and ``"status": "stopped"`` for a run stopped before its last step."""
     import time
 
     from jaxdl.train import evaluate_splits, restore
@@ -42,13 +44,16 @@ def from_checkpoint(run_dir: Path) -> None:
 
     t0 = time.perf_counter()
     s, variables = restore(run_dir, which="best")
-    evals = [r for r in records(run_dir) if "val/loss" in r]
-    best = min(evals, key=lambda r: r["val/loss"])
-    summary = {"name": s.cfg.name, "status": "stopped", "task": s.task.name, "model": s.model_name,
-               "data": s.dataset.name, "params": s.model.param_count(), "steps": best["step"],
-               "scheduled_steps": s.total_steps, "last_step": evals[-1]["step"], "train_time_s": evals[-1]["time"],
-               "best": {"step": best["step"], "val/loss": best["val/loss"]},
-               **evaluate_splits(s, variables["params"], variables["model_state"])}
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    if summary.get("status") != "completed":
+        evals = [r for r in records(run_dir) if "val/loss" in r]
+        best = min(evals, key=lambda r: r["val/loss"])
+        summary = {"name": s.cfg.name, "status": "stopped", "task": s.task.name, "model": s.model_name,
+                   "data": s.dataset.name, "params": s.model.param_count(), "steps": best["step"],
+                   "scheduled_steps": s.total_steps, "last_step": evals[-1]["step"],
+                   "train_time_s": evals[-1]["time"], "best": {"step": best["step"], "val/loss": best["val/loss"]},
+                   **evaluate_splits(s, variables["params"], variables["model_state"])}
     summary.update(s.task.artifacts(by_player(s.task, variables["params"]),
                                     by_player(s.task, variables["model_state"]), s.dataset, run_dir))
     summary["eval_time_s"] = round(time.perf_counter() - t0, 1)
