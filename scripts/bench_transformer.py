@@ -45,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -159,7 +160,8 @@ def text_dataset(m: dict[str, int], batch: int, blocks: int, seed: int):
     from jaxdl.data import TextSource, load
     from jaxdl.config import DataConfig
 
-    chars = int((max(blocks, batch) + 4) * (m["context"] + 1) / 0.9) + 1000
+    # the training span (90%) holds the blocks; validation and test (5% each) need at least one block each
+    chars = max(int((max(blocks, batch) + 4) * (m["context"] + 1) / 0.9), 30 * (m["context"] + 1)) + 1000
     cfg = DataConfig(name="text", block_size=m["context"], val_fraction=0.05, test_fraction=0.05)
     return load(cfg, source=TextSource(random_text(chars, seed), name="random_chars"))
 
@@ -394,7 +396,7 @@ def run_train(b: Bench, args, loads: list) -> dict[str, Any]:
     notes = []
     compile_s = None
     if args.torch_compile:
-        t = args.torch_threads[0]
+        t = args.torch_compile_threads
         try:
             trainer = TorchTrainer(b, t, compiled=True)
             sides[torch_side("torch_compile", t)], compile_s = trainer, trainer.compile_s
@@ -453,7 +455,8 @@ def run_generate(b: Bench, args, loads: list) -> dict[str, Any]:
         t0 = time.perf_counter()
         jax.block_until_ready(sample(b.s.model, b.variables, prompt, keys[0], num_steps=args.new, temperature=1.0))
         first_call = time.perf_counter() - t0  # compiles the sampling program once per (batch, prompt, new)
-        torch.set_num_threads(args.torch_threads[0])
+        threads = args.gen_torch_threads
+        torch.set_num_threads(threads[0])
         greedy_j = np.asarray(sample(b.s.model, b.variables, prompt, keys[0], num_steps=args.new, temperature=0.0))
         greedy_t = torch_generate(net, prompt_t, args.new, True, 0.0, 0).numpy()
         greedy_n = torch_generate(net, prompt_t, args.new, False, 0.0, 0).numpy()
@@ -466,8 +469,8 @@ def run_generate(b: Bench, args, loads: list) -> dict[str, Any]:
 
         sides = {"jaxdl": lambda r: sample(b.s.model, b.variables, prompt, keys[r], num_steps=args.new,
                                            temperature=1.0)}
-        sides.update({torch_side("torch_cache", t): torch_fn(True, t) for t in args.torch_threads})
-        sides[torch_side("torch_no_cache", args.torch_threads[0])] = torch_fn(False, args.torch_threads[0])
+        sides.update({torch_side("torch_cache", t): torch_fn(True, t) for t in threads})
+        sides[torch_side("torch_no_cache", threads[0])] = torch_fn(False, threads[0])
         raw: dict[str, list] = {side: [] for side in sides}
         for r in range(args.rounds):
             loads.append({"section": "generate", "batch": batch, "round": r, "loadavg": os.getloadavg()})
@@ -801,7 +804,7 @@ def markdown(result: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def machine_info(threads: int) -> dict[str, Any]:
+def machine_info(threads: list[int]) -> dict[str, Any]:
     import jax
     import torch
 
@@ -812,7 +815,7 @@ def machine_info(threads: int) -> dict[str, Any]:
             "optax": metadata.version("optax"), "torch": torch.__version__, "torch_threads": threads,
             "device": f"{dev.platform}:{dev.device_kind}", "cpu_count": os.cpu_count(),
             "affinity_cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "platform": platform.platform(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "platform": platform.platform(), "command": shlex.join([Path(sys.executable).name, *sys.argv]),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "shared_machine": True}
 
 
@@ -824,8 +827,13 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--steps", type=int, default=5, help="timed training steps per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds of alternated sides (train, generate, population)")
     p.add_argument("--torch-threads", type=int, nargs="+", default=[2, 1],
-                   help="torch.set_num_threads, one torch side per value (the first: no-cache and torch.compile "
-                   "sides; XLA:CPU uses every core)")
+                   help="torch.set_num_threads of the train section, one torch side per value (XLA:CPU uses every "
+                   "core)")
+    p.add_argument("--gen-torch-threads", type=int, nargs="+", default=None,
+                   help="torch threads of the generate section, one cached side per value, the first also for the "
+                   "no-cache side (default: --torch-threads)")
+    p.add_argument("--torch-compile-threads", type=int, default=None,
+                   help="threads of the torch.compile side (default: the first --torch-threads)")
     p.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the PyTorch step with torch.compile (train section)")
     p.add_argument("--gen-batches", type=int, nargs="+", default=[1, 8])
@@ -841,6 +849,7 @@ def parse_args(argv: list[str] | None):
                    help="GPU peak for MFU (default by device name: " +
                    ", ".join(f"{k} {v:g}" for k, v in PEAK_TFLOPS.items()) + " — dense TF32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--note", action="append", help="a line for the report's notes (e.g. why threads differ)")
     p.add_argument("--out", default="scripts/results/bench_transformer", help="writes OUT.json and OUT.md")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 round (not a measurement)")
     p.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
@@ -850,6 +859,10 @@ def parse_args(argv: list[str] | None):
         args.gen_batches, args.prompt, args.new, args.torch_compile = [2], 3, 4, False
         args.torch_threads = [1]
         args.members, args.pop_batch, args.pop_chunk, args.pop_segments = [2], 2, 2, 2
+    if args.gen_torch_threads is None:
+        args.gen_torch_threads = list(args.torch_threads)
+    if args.torch_compile_threads is None:
+        args.torch_compile_threads = args.torch_threads[0]
     return args
 
 
@@ -874,6 +887,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes.append("**--quick smoke run** (tiny sizes, 1 round): not a measurement.")
     if not args.torch_compile and "train" in args.sections:
         notes.append("`torch.compile` not measured (`--no-torch-compile`).")
+    notes += args.note or []
     loads: list = []
     result: dict[str, Any] = {"args": vars(args), "notes": notes, "model": m, "pop_model": pm,
                               "loadavg_per_round": loads}
@@ -893,6 +907,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             result[name] = runs[name]()
             section_s[name] = round(time.perf_counter() - t0, 2)
+            # what is measured so far survives a later section's failure
+            Path(args.out + ".partial.json").parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out + ".partial.json").write_text(json.dumps(result, indent=1, default=str))
             if name == "parity":
                 print(f"  [parity] max |logit diff| {result['parity']['max_abs_logit_diff']:.2e}", flush=True)
 
@@ -904,6 +921,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(result, indent=1, default=str))
     out_md.write_text(md)
+    Path(args.out + ".partial.json").unlink(missing_ok=True)
     print()
     print(md)
     print(f"wrote {out_json} and {out_md} ({info['total_s']} s)")
