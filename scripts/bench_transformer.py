@@ -17,7 +17,8 @@ Sections:
   non-finite guard), compiled once; PyTorch: the same model eager with ``torch.optim.AdamW`` and
   ``torch.set_num_threads(--torch-threads)``; optionally (``--torch-compile``) the PyTorch forward compiled with
   ``torch.compile`` (its compile time is recorded, not counted in tokens/s).
-* **generate** — tokens/s of sampling ``--new`` tokens after a ``--prompt``-token prompt (temperature 1), batch 1 and 8.
+* **generate** — tokens/s of sampling ``--new`` tokens after a ``--prompt``-token prompt (temperature 1), batch 1
+  and 8.
   jaxdl: ``jaxdl.generate.sample`` (one compiled ``lax.scan`` over the model's key/value-cache ``step``); PyTorch:
   a hand-written key/value-cache loop over the same module, and the same without a cache (the whole sequence
   recomputed every token) for context. A greedy decode (temperature 0) of both cached sides is compared as a check.
@@ -184,7 +185,8 @@ def run_parity(b: Bench) -> dict[str, Any]:
     _, _, metrics = b.step(state, b.active, b.dev[0], b.s.hparams)
     diff = float(np.max(np.abs(logits_j - logits_t)))
     return {"max_abs_logit_diff": diff, "tolerance": PARITY_TOL, "ok": diff <= PARITY_TOL,
-            "first_loss_jaxdl": float(metrics["loss"]), "first_loss_torch": loss_t, "logits_shape": list(logits_j.shape)}
+            "first_loss_jaxdl": float(metrics["loss"]), "first_loss_torch": loss_t,
+            "logits_shape": list(logits_j.shape)}
 
 
 def time_jaxdl_train(b: Bench, warmup: int, steps: int) -> dict[str, Any]:
@@ -331,7 +333,8 @@ COMPILE_PROGRAMS = ("train", "generate")
 
 
 def start_compile_child(args, m: dict[str, int], programs: tuple[str, ...], warm: bool = True) -> subprocess.Popen:
-    spec = {"programs": list(programs), "warm": warm, "model": m, "batch": args.batch, "gen_batch": args.gen_batches[-1],
+    spec = {"programs": list(programs), "warm": warm, "model": m, "batch": args.batch,
+            "gen_batch": args.gen_batches[-1],
             "prompt": args.prompt, "new": args.new}
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--compile-child", json.dumps(spec)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
@@ -445,7 +448,8 @@ def run_population(args, pm: dict[str, int], loads: list) -> dict[str, Any]:
             modes[name].segment(args.pop_chunk)  # compiles the runner
             first = time.perf_counter() - t0
             steady = time_pop(modes[name], 1, args.pop_chunk)["seconds"]
-            compile_s[name] = {"setup_s": setup_s, "init_s": build, "first_segment_s": first, "steady_segment_s": steady,
+            compile_s[name] = {"setup_s": setup_s, "init_s": build, "first_segment_s": first,
+                               "steady_segment_s": steady,
                                "compile_s": first - steady}
         raw: dict[str, list] = {name: [] for name in modes}
         for r in range(args.rounds):
@@ -459,7 +463,7 @@ def run_population(args, pm: dict[str, int], loads: list) -> dict[str, Any]:
         cases.append({"members": members, "lrs": member_lrs(members), "raw": raw, "compile": compile_s, **summary,
                       "fused_pays": (summary["over_one_by_one"]["fused"] or 0) > 1})
     return {"cases": cases, "driver": args.pop_driver, "chunk": args.pop_chunk, "segments": args.pop_segments,
-            "batch": args.pop_batch}
+            "batch": args.pop_batch, "vocab": ds.num_classes}
 
 
 def run_mfu(args, train: dict[str, Any] | None, params: int | None) -> dict[str, Any]:

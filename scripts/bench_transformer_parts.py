@@ -237,7 +237,8 @@ class TorchTrainer:
             loss = self.one(i)
         wall = time.perf_counter() - t0
         return {"seconds": wall, "steps": steps, "tokens_per_s": steps * self.b.batch * self.b.m["context"] / wall,
-                "last_loss": float(loss.detach()), "threads": self.threads, "threads_effective": torch.get_num_threads()}
+                "last_loss": float(loss.detach()), "threads": self.threads,
+                "threads_effective": torch.get_num_threads()}
 
 
 def machine_info(threads: list[int]) -> dict[str, Any]:
@@ -275,10 +276,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"torch {info['torch']} (`torch.set_num_threads`: side@N runs with N threads; XLA:CPU uses "
         f"{info['affinity_cpus']} cores), {info['cpu_count']} CPU cores, **shared with other work** (load average "
         f"1/5/15 min: {' / '.join(f'{v:.2f}' for v in la0)} at start, {' / '.join(f'{v:.2f}' for v in la1)} at end).",
-        "",
-        f"Model: GPT-2 style, {_sizes(result['model'], result.get('vocab'))} ({_fmt(result.get('params'), ',')} "
-        "parameters), float32, dropout 0, AdamW (lr 1e-3, weight decay 0.01).",
     ]
+    if result.get("params") is not None:  # the timed GPT was built (parity, train, generate or mfu ran)
+        lines += ["", f"Model: GPT-2 style, {_sizes(result['model'], result.get('vocab'))} ({result['params']:,} "
+                  "parameters), float32, dropout 0, AdamW (lr 1e-3, weight decay 0.01)."]
     if result["notes"]:
         lines += [""] + [f"- {n}" for n in result["notes"]]
     p = result.get("parity")
@@ -337,7 +338,8 @@ def markdown(result: dict[str, Any]) -> str:
                      if c.get("concurrent_with_the_rest") else "")]
     pop = result.get("population")
     if pop:
-        lines += ["", f"#### Population: fused vs one by one ({_sizes(result['pop_model'], result.get('vocab'))}; "
+        vocab = pop.get("vocab", result.get("vocab"))
+        lines += ["", f"#### Population: fused vs one by one ({_sizes(result['pop_model'], vocab)}; "
                   f"batch {pop['batch']}; {pop['driver']} driver, segments of {pop['chunk']} steps; "
                   f"{pop['segments']} segments per round, median of {args['rounds']} rounds)", "",
                   "| members | fused member-steps/s | one-by-one member-steps/s | **fused / one-by-one** | per round "
