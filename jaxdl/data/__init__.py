@@ -4,8 +4,9 @@ Sources: image data sets (digits, MNIST-5k, Fashion-MNIST, MNIST, CIFAR, image f
 (``csv``, in-memory arrays via :func:`from_arrays`, saved arrays ``arrays``; stratified, random or chronological),
 series (``csv`` with ``data.context``, statsmodels' ``co2``, ``elec_equip``, ``sunspots``, ``nile``,
 ``macrodata``; windows, chronological) and text (``text``, ``python_stdlib``, ``shakespeare``; blocks of
-character or subword tokens (:mod:`jaxdl.data.tokenize`) of contiguous spans, optionally packed documents). Raw
-image arrays, statsmodels frames and text corpora are read once per process (cached); every :func:`load` call
+character or subword tokens (:mod:`jaxdl.data.tokenize`) of contiguous spans, optionally packed documents),
+labelled text (``shakespeare_passages``: comedy / history / tragedy passages, whole plays held out) and parallel
+text (``bible_en_es``: verse-aligned English–Spanish pairs, whole books held out). Raw image arrays, statsmodels frames and text corpora are read once per process (cached); every :func:`load` call
 returns fresh arrays, so callers may modify them freely. No function here ever touches the network.
 """
 

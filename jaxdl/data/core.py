@@ -35,7 +35,7 @@ class Dataset:
       input_shape: per-example shape of the first input array.
       mean, std: statistics the first input was standardised with (training split only), None when raw.
       inputs: the batch names the model reads; targets: the names the loss reads.
-      kind: ``classification | regression | series | text`` — a hint for which task fits.
+      kind: ``classification | regression | series | text | seq2seq`` — a hint for which task fits.
       description: one sentence on where the data come from.
       info: anything else worth recording: ``split`` (the strategy), ``vocab`` (text), ``columns``,
         ``target_columns``, ``time_column``, ``normalization`` (per-array statistics), spans …
