@@ -303,16 +303,21 @@ def compile_child(spec: dict[str, Any]) -> list[dict[str, Any]]:
     state = jax.eval_shape(lambda: init_state(s.task, s.optimizers, one, 0, s.hparams))  # shapes only
     active = jax.ShapeDtypeStruct((), jnp.bool_)
     tokens = {"tokens": jax.ShapeDtypeStruct((batch, m["context"] + 1), jnp.int32)}
-    prompt = jax.ShapeDtypeStruct((spec["gen_batch"], spec["prompt"]), jnp.int32)
     key = jax.eval_shape(lambda: jax.random.key(0))
     f32, i32 = jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)
 
     def lower(program):
         if program == "train":
             return jax.jit(advance(s), donate_argnums=0).lower(state, active, tokens, s.hparams)
-        # the program generate.sample runs for this model (a fresh jit object: _sampler is lru-cached per model)
-        return generate._sampler.__wrapped__(s.model).lower({"params": state.params}, prompt, key, f32, i32, f32,
-                                                            num_steps=spec["new"])
+        # the program generate.sample runs for this model: the bucketed, per-row sampler (a fresh jit object:
+        # _bucket_sampler is lru-cached per model), at the prompt's bucket length
+        width = generate.bucket_length(spec["prompt"], None)
+        padded = jax.ShapeDtypeStruct((spec["gen_batch"], width), jnp.int32)
+        lengths = jax.ShapeDtypeStruct((spec["gen_batch"],), jnp.int32)
+        stop = jax.eval_shape(lambda: generate._stop_array(()))
+        return generate._bucket_sampler.__wrapped__(s.model).lower(
+            {"params": state.params}, padded, lengths, key, f32, i32, f32, stop, i32, num_steps=spec["new"],
+            max_length=width + spec["new"])
 
     records = []
     for i, program in enumerate(spec["programs"]):
