@@ -131,6 +131,11 @@ class LossConfig:
     pos_weight: float | None = None
     # masked_lm only: the probability that a real, non-special token is chosen for prediction (BERT: 0.15).
     mask_rate: float = 0.15
+    # vae only: β, the weight of the KL term in the training objective recon + β·KL (1: the negative ELBO; a
+    # dynamic number, so sweeping it never recompiles).
+    kl_weight: float = 1.0
+    # vae only: importance samples per test image for the importance-weighted bound computed after training.
+    iw_samples: int = 64
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,8 @@ def check_values(cfg: Any) -> None:
     if loss.pos_weight is not None and loss.pos_weight <= 0:
         raise ConfigError(f"loss.pos_weight: expected a positive weight (or none), got {loss.pos_weight!r}")
     _in("loss.mask_rate", loss.mask_rate, 0.0, 1.0, low_open=True, what="a probability")
+    _in("loss.kl_weight", loss.kl_weight, 0.0, 1e6, what="a KL weight")
+    _in("loss.iw_samples", loss.iw_samples, 1, 1 << 20, what="a number of importance samples")
     aug = cfg.augment
     _in("augment.flip", aug.flip, 0.0, 1.0, what="a probability")
     _in("augment.crop_scale", aug.crop_scale, 0.0, 1.0, low_open=True, what="an area fraction")

@@ -20,7 +20,7 @@ def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == cfg.train.steps
-    metric = {"forecast": "mase", "language_model": "bpc"}.get(summary["task"], "accuracy")
+    metric = {"forecast": "mase", "language_model": "bpc", "vae": "nelbo"}.get(summary["task"], "accuracy")
     if metric == "bpc" and "bits_per_char" in summary["test"]:
         metric = "bits_per_char"  # a subword language model's bits per character
     assert metric in summary["test"] and summary["test"][metric] >= 0.0

@@ -103,6 +103,16 @@ def _register_t5() -> None:
 _register_t5()
 
 
+def _register_vae() -> None:
+    from jaxdl.models import vae
+
+    register("vae", ModelSpec(vae.VAEConfig, vae.build_vae, (28, 28, 1), "variational autoencoder (MLP or "
+                              "convolutional encoder/decoder; Bernoulli or Gaussian pixels)"))
+
+
+_register_vae()
+
+
 def _validate(cfg: ModelConfig) -> None:
     act = getattr(cfg, "activation", None)
     if act is not None and act not in ACTIVATIONS:

@@ -66,7 +66,7 @@ def standalone(cfg, root, dataset):
 
 # Dynamic keys that change nothing on digits classification; the same check (a fused member off the default gets
 # its standalone step) runs with the task that reads them.
-COVERED_BY_TASK_TESTS = {"loss.mask_rate": "tests/tasks/test_masked_lm.py"}
+COVERED_BY_TASK_TESTS = {"loss.mask_rate": "tests/tasks/test_masked_lm.py", "loss.kl_weight": "tests/tasks/test_vae.py"}
 
 
 def test_every_dynamic_key_is_covered():
