@@ -89,9 +89,8 @@ def test_importance_weighted_bound(run, digits):
     elbo = -np.asarray(recon + kl)  # (1024,)
     se = math.sqrt(logw.var() / len(logw) + elbo.var() / len(elbo))
     assert abs(logw.mean() - elbo.mean()) < 4 * se + 1e-3, (logw.mean(), elbo.mean(), se)
-    iw1 = task.iw_nll(p, ms, images, k=1, batch_size=4)
     iw64 = task.iw_nll(p, ms, images, k=64, batch_size=4)
-    assert iw64 < iw1  # a tighter bound on -log p(x)
+    assert iw64 < -logw.mean()  # a tighter bound on -log p(x) than the ELBO (k = 1)
 
 
 def test_kl_weight_is_traced_and_a_fused_member_gets_its_standalone_step(run):
