@@ -8,7 +8,8 @@ on the 10,000 test images. The features are the 84 ReLU activations of its penul
 
 The Fréchet distance in this feature space is **not comparable to Inception FID** (different network, 84 rather
 than 2048 features, grayscale 28×28 inputs): compare models with each other and with :func:`reference_points`,
-never with published FID numbers.
+never with published FID numbers. ``reference_points(5000)`` measured: real vs real (disjoint test halves) 0.27,
+precision/recall 0.886/0.887; real vs full-covariance pixel Gaussian 59.9, precision/recall 0.580/0.372.
 
 >>> fd = frechet_distance(features(real), features(fake))
 >>> pr = precision_recall(features(real), features(fake), k=3)

@@ -5,7 +5,7 @@ held out for validation). Inputs are pixels in [0, 1], NOT standardised, so gene
 without knowing the training statistics. Writes ``jaxdl/assets/fashion_mnist_features.npz`` and prints its test
 accuracy and sha256 (paste the sha256 into ``jaxdl/gen_metrics.py::WEIGHTS_SHA256``).
 
-Run:  python3 scripts/train_feature_classifier.py [--epochs 4] [--out jaxdl/assets/fashion_mnist_features.npz]
+Run:  python3 scripts/train_feature_classifier.py [--epochs 8] [--out jaxdl/assets/fashion_mnist_features.npz]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--out", default=str(ROOT / "jaxdl/assets/fashion_mnist_features.npz"))
     args = ap.parse_args()
     data_cfg = DataConfig(name="fashion_mnist", val_fraction=0.1, standardize=False)
