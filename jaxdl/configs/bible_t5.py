@@ -3,7 +3,7 @@
 (jaxdl/data/parallel.py). One byte-level BPE vocabulary of 8,000 tokens for both languages, trained on the training
 verses only; sequences of at most 64 tokens (longer training pairs dropped, held-out ones truncated). T5 v1.0
 layout sized for an hour on 2 shared CPU cores (see experiments/translation.md): 2 encoder + 2 decoder layers,
-d_model 128, 4 heads of 32, d_ff 512, ReLU, tied embeddings, no dropout (training sees under two epochs).
+d_model 128, 4 heads of 32, d_ff 512, ReLU, tied embeddings, no dropout (4,000 steps: about four passes).
 After training: greedy translations of the held-out books scored with sacrebleu's BLEU and chrF beside the
 copy-the-source baseline (summary.json, translations.txt).
 
@@ -25,7 +25,7 @@ def get_config(name: str | None = None) -> Config:
                         max_target_len=64),
         optim=OptimConfig(name="adamw", lr=2e-3, schedule="warmup_cosine", warmup_steps=150, weight_decay=0.01,
                           clip_norm=1.0),
-        train=TrainConfig(batch_size=32, steps=1800, eval_every=300, driver="host", eval_batch_size=128),
+        train=TrainConfig(batch_size=32, steps=4000, eval_every=500, driver="host", eval_batch_size=128),
     )
     return variant(cfg, name,
                    smoke={"model.d_model": 32, "model.d_kv": 8, "model.d_ff": 64, "model.num_layers": 1,
