@@ -8,7 +8,7 @@ Run:    jaxdl train configs/fashion_mnist_vae.py
 Smoke:  jaxdl train configs/fashion_mnist_vae.py:smoke
 """
 
-from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config, variant
+from jaxdl.config import Config, DataConfig, EarlyStoppingConfig, LossConfig, OptimConfig, TrainConfig, model_config, variant
 
 
 def get_config(name: str | None = None) -> Config:
@@ -19,7 +19,9 @@ def get_config(name: str | None = None) -> Config:
         data=DataConfig(name="fashion_mnist", val_fraction=0.1, standardize=False),
         loss=LossConfig(kl_weight=1.0, iw_samples=64),
         optim=OptimConfig(name="adam", lr=1e-3, schedule="cosine"),
-        train=TrainConfig(batch_size=128, epochs=20, driver="auto"),
+        # the best checkpoint is the one with the lowest validation bound (β = 1), whatever loss.kl_weight says
+        train=TrainConfig(batch_size=128, epochs=20, driver="auto",
+                          early_stopping=EarlyStoppingConfig(monitor="val/nelbo")),
     )
     return variant(cfg, name, smoke={"data.train_limit": 2000, "data.eval_limit": 200, "loss.iw_samples": 4,
                                      "model.widths": (64,), "train.steps": 10, "train.progress": False})
