@@ -28,6 +28,10 @@ def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
         assert summary["test"]["accuracy"] <= 1.0
     if summary["task"] == "seq2seq":  # token accuracy above, and the translations scored after training
         assert 0.0 <= summary["translation"]["test"]["greedy"]["bleu"] <= 100.0
+    if summary["task"] == "vae":  # the importance-weighted bound and the image grids written after training
+        assert summary["iw_nll"]["test"] >= 0.0
+        for grid in ("vae_reconstructions.png", "vae_samples.png", "vae_interpolation.png"):
+            assert (tmp_path / grid).is_file(), grid
     assert (tmp_path / "curves.png").is_file()
 
 
