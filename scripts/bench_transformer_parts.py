@@ -25,20 +25,8 @@ PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0}
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def member_lrs(members: int) -> list[float]:
-    """Log-spaced learning rates 3e-4 … 3e-3."""
-    if members == 1:
-        return [1e-3]
-    return [float(v) for v in np.geomspace(3e-4, 3e-3, members)]
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
+# Log-spaced member learning rates, a guarded ratio and medians of a key: the same bookkeeping as the RNN benchmark.
+from bench_rnn import median_of, member_lrs, ratio  # noqa: E402,F401
 
 
 def summarize(raw: dict[str, list[dict[str, Any]]], key: str, base: str) -> dict[str, Any]:
