@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import losses
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.models import Model
@@ -126,7 +127,7 @@ class LanguageModel(Task):
             raise DataError(f"model {model.name!r} returns logits of shape {logits.shape[1:]} per example, but a "
                             f"language model needs ({targets.shape[1]}, vocabulary) for {targets.shape[1]} targets")
         logits = logits.astype(jnp.float32)
-        nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+        nll = losses.cross_entropy(logits, targets, reduction="none")  # (B, L) per-token NLL
         m = jnp.ones(targets.shape, jnp.float32)
         if batch.get("mask") is not None:
             m = m * batch["mask"][:, None]

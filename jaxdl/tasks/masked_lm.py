@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import losses
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.models import Model
@@ -239,7 +240,7 @@ class MaskedLM(Task):
                               f"on {self.dataset_name!r} needs {self.outputs} (the vocabulary and the mask id "
                               f"{self.mask_id}); set model.vocab_size={self.outputs}")
         logits = logits.astype(jnp.float32)  # (B, L, V)
-        nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
+        nll = losses.cross_entropy(logits, tokens, reduction="none")  # (B, L) per-token NLL
         m = chosen.astype(jnp.float32)  # (B, L)
         if batch.get("mask") is not None:
             m = m * batch["mask"][:, None]
