@@ -259,6 +259,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # The second player's optimizer in a two-player task (a GAN's discriminator), with its own learning rate and
+    # dynamic numbers (hparams ``optim2.lr`` …); ``optim`` is the first player's. Single-player tasks reject a
+    # non-default ``optim2``.
+    optim2: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -160,6 +160,21 @@ class Task:
         del rngs, hp
         return batch
 
+    def after_update(self, player: str, params: dict[str, Any], model_state: dict[str, Any], hp: HParams,
+                     step: jax.Array) -> dict[str, Any]:
+        """Every player's model state after ``player``'s optimizer update (``params`` are the updated ones), e.g. an
+        exponential moving average of the weights kept in the model state. Identity by default; pure and traced."""
+        del player, params, hp, step
+        return model_state
+
+    def on_evaluation(self, params: dict[str, Any], model_state: dict[str, Any], dataset, run_dir, step: int
+                      ) -> dict[str, Any]:
+        """Called on the host at every evaluation of a run with plots on (one member's variables, ``{player: tree}``):
+        e.g. write the step's sample grid under ``run_dir``. Returns numbers to add to the evaluation record (none by
+        default)."""
+        del params, model_state, dataset, run_dir, step
+        return {}
+
     def loss(self, player: str, params: dict[str, Any], model_state: dict[str, Any], batch: Batch,
              rngs: dict[str, jax.Array] | None, hp: HParams, train: bool
              ) -> tuple[jax.Array, tuple[Stats, dict[str, Any]]]:

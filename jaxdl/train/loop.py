@@ -24,7 +24,7 @@ from jaxdl import models, parallel, transfer
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
 from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError, PreemptedError
-from jaxdl.tasks import mode_for
+from jaxdl.tasks import Task, mode_for
 from jaxdl.train import rundir
 from jaxdl.train.members import Member, Progress, boundaries, fmt, latest_step, restore_group
 from jaxdl.train.population import member, stack_hparams, stack_members, to_host
@@ -283,6 +283,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                             model_name=s.model_name, **extra)
     run = programs.runner(driver)
     evaluate = programs.evaluate
+    hooked = type(task).on_evaluation is not Task.on_evaluation  # e.g. sample grids at every evaluation
     is_eval, is_ckpt, next_stop = boundaries(t, s.steps_per_epoch, s.total_steps)
     progress = Progress(cfgs[0].train.progress, s.total_steps, step, title if fused else cfgs[0].name)
     train_time, train_steps = 0.0, 0
@@ -331,6 +332,11 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                               **{f"val/{k}": v for k, v in (val[i] if val else {}).items()},
                               "time": round(m.elapsed_before + time.perf_counter() - wall0, 3)}
                     m.sums = {}
+                    if hooked and m.cfg.train.plots:
+                        host = to_host(state) if host is None else host
+                        mine = member(host, i) if fused else host
+                        record.update(task.on_evaluation(by_player(task, mine.params), by_player(task, mine.model_state),
+                                                         s.dataset, m.run_dir, step))
                     m.log.append(record)
                     m.last_eval = record
                     if not fused:

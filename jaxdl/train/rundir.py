@@ -271,11 +271,42 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     return path
 
 
+SAMPLES_DIR = "samples"  # per-evaluation sample grids: samples/step_0000100.png
+
+
+def sample_grid_path(run_dir: Path, step: int) -> Path:
+    """Where a task writes its sample grid of evaluation ``step`` (the directory is created)."""
+    out = Path(run_dir) / SAMPLES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"step_{int(step):07d}.png"
+
+
+def sample_grids(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the sample grids written at evaluations, in step order."""
+    found = []
+    for p in sorted((Path(run_dir) / SAMPLES_DIR).glob("step_*.png")):
+        try:
+            found.append((int(p.stem.split("_", 1)[1]), p))
+        except ValueError:
+            continue
+    return found
+
+
+def _read_png(path: Path) -> Any:
+    """An ``(H, W, 3)`` uint8 array of a PNG (alpha dropped)."""
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(path))  # float in [0, 1] for PNGs
+    img = img[..., :3] if img.ndim == 3 else np.repeat(img[..., None], 3, axis=-1)
+    return (np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
+
+
 def write_tensorboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | None:
     """TensorBoard event files (``run_dir/tb``) from the evaluation records, when tensorboardX is installed
     (``pip install 'jaxdl[tensorboard]'``), so ``tensorboard --logdir SWEEP_DIR`` shows every run. Every numeric
     entry of a record is a scalar under its own key (``train/loss``, ``val/rmse``, ``lr`` …), whatever the task;
-    ``step``/``epoch``/``time`` are the axes, non-finite values are left out."""
+    ``step``/``epoch``/``time`` are the axes, non-finite values are left out. Sample grids written at evaluations
+    (``samples/step_*.png``) become images under ``samples``."""
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
@@ -287,6 +318,8 @@ def write_tensorboard(run_dir: Path, records: list[dict[str, Any]]) -> Path | No
         shutil.rmtree(out)
     writer = SummaryWriter(str(out))
     try:
+        for step, png in sample_grids(run_dir):  # a generative task's grids from its evaluations
+            writer.add_image("samples", _read_png(png), step, dataformats="HWC")
         for r in records:
             if "step" not in r:
                 continue

@@ -8,6 +8,7 @@ errors surface before anything compiles.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import jax
@@ -80,6 +81,27 @@ def validate(cfg: Config) -> None:
     if es.patience < 1:
         raise ConfigError(f"train.early_stopping.patience: expected >= 1, got {es.patience}")
     optim.validate(cfg.optim)
+    try:
+        optim.validate(cfg.optim2)
+    except ConfigError as e:
+        raise ConfigError(re.sub(r"\boptim\.", "optim2.", str(e))) from None
+
+
+def player_optim(cfg: Config, task: tasks.Task, player: str):
+    """The optimizer config of ``player``: ``optim`` for the first player, ``optim2`` for the second."""
+    return cfg.optim2 if task.players.index(player) == 1 else cfg.optim
+
+
+def check_players(cfg: Config, task: tasks.Task) -> None:
+    """``optim2`` configures a second player; a task with one player (or more than two) cannot use it."""
+    from jaxdl.config import OptimConfig
+
+    if len(task.players) == 1 and cfg.optim2 != OptimConfig():
+        raise ConfigError(f"optim2 configures the second player of a two-player task, but task {task.name!r} has one "
+                          f"player ({task.players[0]}); set the optimizer with optim.* instead")
+    if len(task.players) > 2:
+        raise ConfigError(f"task {task.name!r} has {len(task.players)} players ({', '.join(task.players)}); "
+                          "optim and optim2 configure at most two")
 
 
 def _input_spec(ds) -> tuple[Any, str]:
@@ -139,7 +161,8 @@ def setup(cfg: Config, dataset=None, dropout: bool | None = None, *, model: Any 
     dropout = uses_dropout([cfg]) if dropout is None else dropout
     task = tasks.TASKS[task_name].build(cfg, ds, net, dropout=dropout)
     check_monitor(cfg, task)
-    optimizers = {player: optim.build(cfg.optim, total) for player in task.players}
+    check_players(cfg, task)
+    optimizers = {player: optim.build(player_optim(cfg, task, player), total) for player in task.players}
     hp = make_hparams(cfg)
     s = Setup(cfg, ds, task, optimizers, hp, make_train_step(task, optimizers), make_eval_step(task),
               steps_per_epoch, total, dropout=dropout, user_model=user)
@@ -177,7 +200,13 @@ def check_shapes(s: Setup) -> None:
     one = abstract_batch(s, 1)
     variables = jax.eval_shape(lambda b: s.task.init(jax.random.PRNGKey(0), b), one)
     for player, v in variables.items():
-        optim.check_groups(s.cfg.optim, v["params"])
+        ocfg = player_optim(s.cfg, s.task, player)
+        try:
+            optim.check_groups(ocfg, v["params"])
+        except ConfigError as e:
+            if ocfg is s.cfg.optim:
+                raise
+            raise ConfigError(re.sub(r"\boptim\.", "optim2.", str(e))) from None
     state = jax.eval_shape(lambda b: init_state(s.task, s.optimizers, b, 0, s.hparams), one)
     jax.eval_shape(s.train_step, state, batch, s.hparams)
 

@@ -23,7 +23,7 @@ import optax
 from jaxdl import augment as augment_lib
 from jaxdl import optim
 from jaxdl.config import Config
-from jaxdl.tasks import Task
+from jaxdl.tasks import TASKS, Task
 
 Batch = dict[str, jax.Array]
 HParams = dict[str, jax.Array]
@@ -47,9 +47,17 @@ EXTRA_DYNAMIC = {"dropout": ("model", "dropout", 0.0), "label_smoothing": ("loss
                  **{key: ("augment", field, 0.0) for key, field in augment_lib.STRENGTHS.items()}}
 
 
+# Prefix of the second player's optimizer numbers in ``hparams`` (``optim2.lr`` …; see :func:`player_hparams`).
+SECOND = "optim2."
+
+
 def make_hparams(cfg: Config) -> HParams:
-    """The dynamic numbers of ``cfg`` as float32 scalars: optimizer numbers plus dropout and loss numbers."""
+    """The dynamic numbers of ``cfg`` as float32 scalars: optimizer numbers plus dropout and loss numbers (and, for
+    a two-player task, the second player's optimizer numbers under ``optim2.``)."""
     hp = dict(optim.hparams(cfg.optim))
+    task_cls = TASKS.get(cfg.task)
+    if task_cls is not None and len(task_cls.players) > 1:
+        hp.update({SECOND + k: v for k, v in optim.hparams(cfg.optim2).items()})
     for key, (section, field, default) in EXTRA_DYNAMIC.items():
         value = getattr(getattr(cfg, section), field, None)
         hp[key] = float(default if value is None else value)
@@ -65,7 +73,7 @@ def uses_dropout(cfgs: list[Config]) -> bool:
 
 def dynamic_keys() -> list[str]:
     """Dotted config keys whose values enter the step as arrays (plus ``seed``, which keys init and data order)."""
-    keys = [f"optim.{k}" for k in optim.DYNAMIC_FIELDS]
+    keys = [f"optim.{k}" for k in optim.DYNAMIC_FIELDS] + [f"optim2.{k}" for k in optim.DYNAMIC_FIELDS]
     keys += [f"{section}.{field}" for section, field, _ in EXTRA_DYNAMIC.values()]
     return keys + ["seed"]
 
@@ -108,6 +116,13 @@ def signature(cfg: Config) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def player_hparams(task: Task, hp: HParams, player: str) -> HParams:
+    """``hp`` as ``player``'s optimizer reads it: the second player's ``optim2.*`` numbers replace ``lr``, ``b1``…"""
+    if task.players.index(player) != 1:
+        return hp
+    return {**hp, **{k[len(SECOND):]: v for k, v in hp.items() if k.startswith(SECOND)}}
+
+
 def by_player(task: Task, tree: Any) -> dict[str, Any]:
     """``{player: tree}`` view of a state field."""
     return {task.players[0]: tree} if len(task.players) == 1 else dict(tree)
@@ -136,7 +151,7 @@ def init_state(task: Task, optimizers: dict[str, optim.Optimizer], example_batch
     variables = task.init(init_key, example_batch)
     params = {p: v["params"] for p, v in variables.items()}
     model_state = {p: {k: x for k, x in v.items() if k != "params"} for p, v in variables.items()}
-    opt_state = {p: optimizers[p].init(params[p], hp) for p in task.players}
+    opt_state = {p: optimizers[p].init(params[p], player_hparams(task, hp, p)) for p in task.players}
     return TrainState(step=jnp.zeros((), jnp.int32), params=from_players(task, params),
                       model_state=from_players(task, model_state), opt_state=from_players(task, opt_state),
                       rng=step_key)
@@ -166,15 +181,19 @@ def make_train_step(task: Task, optimizers: dict[str, optim.Optimizer]):
                 return task.loss(player, {**params, player: p}, model_state, batch, rngs, hp, True)
 
             (loss, (s, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(params[player])
-            updates, new_opt = optimizers[player].update(grads, opt_state[player], params[player], hp, state.step)
+            php = player_hparams(task, hp, player)
+            updates, new_opt = optimizers[player].update(grads, opt_state[player], params[player], php, state.step)
             params = {**params, player: optax.apply_updates(params[player], updates)}
             opt_state = {**opt_state, player: new_opt}
+            model_state = task.after_update(player, params, model_state, hp, state.step)
             norm = global_norm(grads)
             finite = finite & jnp.isfinite(loss) & jnp.isfinite(norm)
             stats.update(s)
             prefix = "" if single else f"{player}/"
             metrics[f"{prefix}loss"] = loss
             metrics[f"{prefix}grad_norm"] = norm
+            if not single:
+                metrics[f"{player}/lr"] = optimizers[player].lr(php, state.step)
             metrics.setdefault("loss", loss)
         first = task.players[0]
         metrics.update(lr=optimizers[first].lr(hp, state.step), finite=finite, stats=stats)

@@ -59,15 +59,19 @@ def pair_data():
     return data_lib.load(DataConfig(name="toy"), source=data_lib.from_arrays(x=x, y=y, name="toy"))
 
 
-def cfg(i: int, lr: float) -> Config:
+def cfg(i: int, lr: float, lr2: float = 0.05, momentum2: float = 0.5) -> Config:
+    """Player ``fit`` uses ``optim`` (lr), player ``follow`` ``optim2`` (lr2, momentum2)."""
     return Config(name=f"pair{i}", seed=i, task="toy_pair", data=DataConfig(name="toy"),
                   optim=OptimConfig(name="sgd", lr=lr, momentum=0.5),
+                  optim2=OptimConfig(name="sgd", lr=lr2, momentum=momentum2),
                   train=TrainConfig(batch_size=32, steps=24, eval_every=8, driver="scan", chunk_steps=8,
                                     progress=False, plots=False, checkpoints=False))
 
 
 def test_two_player_population_equals_standalone_runs_and_compiles_once(tmp_path, pair_data):
-    cfgs = [cfg(i, lr) for i, lr in enumerate([0.05, 0.1, 0.02])]
+    # members differ in both players' numbers: optim2's reach only the second player
+    cfgs = [cfg(i, lr, lr2, m2) for i, (lr, lr2, m2) in enumerate([(0.05, 0.05, 0.5), (0.1, 0.01, 0.0),
+                                                                    (0.02, 0.2, 0.9)])]
     s = setup(cfgs[0], pair_data)
     assert s.task.players == ("fit", "follow") and set(s.optimizers) == {"fit", "follow"}
     s.fused = True
@@ -103,3 +107,34 @@ def test_players_update_in_schedule_order_with_their_own_streams(pair_data):
             "stats"} <= set(metrics)
     assert set(metrics["stats"]) == {"loss", "follow"} and bool(metrics["finite"])
     assert int(new.step) == 1 and set(new.opt_state) == {"fit", "follow"}
+
+
+def test_second_player_uses_optim2(pair_data):
+    """One step: the first player moves by optim.lr, the second by optim2.lr (SGD, no momentum)."""
+    from jaxdl.train import initial_state
+
+    moved = {}
+    for lr2 in (0.01, 0.03):
+        c = cfg(0, 0.1, lr2, 0.0)
+        s = setup(c, pair_data)
+        assert float(s.hparams["optim2.lr"]) == pytest.approx(lr2)
+        state = initial_state(s)
+        batch = pair_data.train.batch(np.arange(32))
+        new, metrics = jax.jit(s.train_step)(state, batch, s.hparams)
+        assert float(metrics["follow/lr"]) == pytest.approx(lr2) and float(metrics["fit/lr"]) == pytest.approx(0.1)
+        moved[lr2] = {p: np.asarray(new.params[p]["kernel"] - state.params[p]["kernel"]) for p in ("fit", "follow")}
+    np.testing.assert_allclose(moved[0.01]["fit"], moved[0.03]["fit"], rtol=1e-6)
+    np.testing.assert_allclose(3 * moved[0.01]["follow"], moved[0.03]["follow"], rtol=1e-4, atol=1e-7)
+
+
+def test_optim2_errors_name_the_key(pair_data):
+    from jaxdl.errors import ConfigError
+    from jaxdl.train.setup import setup as _setup
+
+    bad = cfg(0, 0.1, -1.0)
+    with pytest.raises(ConfigError, match=r"optim2\.lr: expected a positive learning rate"):
+        _setup(bad, pair_data)
+    single = Config(name="one", data=DataConfig(name="toy"), optim2=OptimConfig(lr=0.5),
+                    train=TrainConfig(batch_size=32, steps=2, progress=False, plots=False, checkpoints=False))
+    with pytest.raises(ConfigError, match=r"optim2 configures the second player .* task 'regression' has one player"):
+        _setup(single, pair_data)

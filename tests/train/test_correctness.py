@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxdl import config as C
-from jaxdl import losses
+from jaxdl import losses, optim
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.data import load
 from jaxdl.errors import DivergenceError
@@ -66,7 +66,9 @@ def standalone(cfg, root, dataset):
 
 # Dynamic keys that change nothing on digits classification; the same check (a fused member off the default gets
 # its standalone step) runs with the task that reads them.
-COVERED_BY_TASK_TESTS = {"loss.mask_rate": "tests/tasks/test_masked_lm.py", "loss.kl_weight": "tests/tasks/test_vae.py"}
+COVERED_BY_TASK_TESTS = {"loss.mask_rate": "tests/tasks/test_masked_lm.py", "loss.kl_weight": "tests/tasks/test_vae.py",
+                         # the second player's numbers: members with different optim2 numbers in one fused group
+                         **{f"optim2.{k}": "tests/tasks/test_two_player.py" for k in optim.DYNAMIC_FIELDS}}
 
 
 def test_every_dynamic_key_is_covered():
