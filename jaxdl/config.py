@@ -136,6 +136,10 @@ class LossConfig:
     kl_weight: float = 1.0
     # vae only: importance samples per test image for the importance-weighted bound computed after training.
     iw_samples: int = 64
+    # generative image tasks (vae, gan, diffusion): samples drawn after training and scored against the test split
+    # by jaxdl.gen_metrics (Fréchet distance in a shipped classifier's features, precision/recall, class accuracy);
+    # 0 skips scoring.
+    score_samples: int = 5000
 
 
 @dataclass(frozen=True)

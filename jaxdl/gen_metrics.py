@@ -323,3 +323,33 @@ def reference_points(n: int = 5000, *, root: str | None = None, cache: bool = Tr
         except OSError:
             pass  # a read-only cache directory only costs a recomputation next time
     return result
+
+
+def score(fake: Any, *, real: Any, labels: Any = None, k: int = 3, reference: bool = True,
+          classifier: FeatureClassifier | None = None) -> dict[str, Any]:
+    """Every score of generated images against real ones, in the shipped classifier's features.
+
+    Args:
+      fake: ``(N, 28, 28[, 1])`` generated images, pixels in [0, 1].
+      real: ``(M, 28, 28[, 1])`` held-out real images (a test split), pixels in [0, 1].
+      labels: ``(N,)`` the classes ``fake`` were generated for (class-conditional models): adds the classifier's
+        ``conditional_accuracy`` on them.
+      k: neighbourhood size of precision/recall.
+      reference: add :func:`reference_points` (real vs real, real vs Gaussian) at the same ``N`` when the real
+        side has enough images, else at the largest size the test split allows.
+
+    Returns:
+      ``{"frechet_distance", "precision", "recall", ["conditional_accuracy"], "samples": N, "real": M,
+      "features": ..., ["reference": {...}]}``.
+    """
+    fake_f = features(fake, classifier=classifier)
+    real_f = features(real, classifier=classifier)
+    out: dict[str, Any] = {"frechet_distance": frechet_distance(real_f, fake_f),
+                           **precision_recall(real_f, fake_f, k=k), "samples": int(len(fake_f)),
+                           "real": int(len(real_f)),
+                           "features": f"{FEATURE_LAYER} of the shipped LeNet-5 (not comparable to Inception FID)"}
+    if labels is not None:
+        out["conditional_accuracy"] = conditional_accuracy(fake, labels, classifier=classifier)
+    if reference:
+        out["reference"] = reference_points(min(int(len(fake_f)), 5000))
+    return out

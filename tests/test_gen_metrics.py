@@ -101,3 +101,16 @@ def test_gaussian_reference_far_worse_than_real(test_images, tmp_path, monkeypat
     assert ref["pr_real_vs_real"]["recall"] > ref["pr_real_vs_gaussian"]["recall"] + 0.2
     assert list(tmp_path.glob("gen_metrics_reference_500_*.json"))  # cached on disk
     assert gm.reference_points(500) == ref
+
+
+def test_score_ranks_real_above_noise_and_reports_references(test_images, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path))
+    x, y = test_images
+    real, held = x[:250], x[250:]
+    good = gm.score(held[:200], real=real, labels=y[250:450])
+    blurred = np.clip(held[:200] * 0.5 + np.random.default_rng(0).uniform(size=held[:200].shape) * 0.5, 0, 1)
+    bad = gm.score(blurred.astype(np.float32), real=real, reference=False)
+    assert good["frechet_distance"] < bad["frechet_distance"] and good["precision"] > bad["precision"]
+    assert good["conditional_accuracy"] > 0.8 and "conditional_accuracy" not in bad and "reference" not in bad
+    assert good["samples"] == 200 and good["real"] == 250 and "not comparable to Inception FID" in good["features"]
+    assert good["reference"]["n"] == 200 and good["reference"]["frechet_real_vs_gaussian"] > good["frechet_distance"]

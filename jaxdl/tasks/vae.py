@@ -31,7 +31,8 @@ that tightens as ``k`` grows and equals the ELBO's expectation at ``k = 1``)::
 
 and, with ``plots``, three PNG grids: ``vae_reconstructions.png`` (test inputs over their reconstructions),
 ``vae_samples.png`` (decoded draws from the prior) and ``vae_interpolation.png`` (decoded codes on the line
-between the means of two test images).
+between the means of two test images), and the scores of ``loss.score_samples`` prior samples
+(:mod:`jaxdl.tasks.generative`); at every evaluation an 8 × 8 grid of prior samples goes to ``samples/``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ import numpy as np
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.models import Model
-from jaxdl.tasks.base import Task, register
+from jaxdl.tasks.base import register
+from jaxdl.tasks.generative import GenerativeImageTask, save_grid
 
 EVAL_SEED = 0x5AE  # evaluation noise: PRNGKey(EVAL_SEED) for every batch
 ARTIFACT_SEED = 0xA27  # importance samples, prior samples
@@ -83,17 +85,18 @@ def log_normal(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
 
 
 @register("vae")
-class VAE(Task):
+class VAE(GenerativeImageTask):
     """Negative ELBO of images with a β-weighted KL term (see the module docstring)."""
 
     rng_streams = ("latent",)
     monitor = "val/nelbo"
 
     def __init__(self, model: Model, *, inputs=("image",), likelihood: str = "bernoulli", sigma: float = 0.1,
-                 iw_samples: int = 64, image_shape: tuple[int, ...] = (28, 28, 1)):
+                 iw_samples: int = 64, image_shape: tuple[int, ...] = (28, 28, 1), score_samples: int = 0):
         super().__init__({"model": model}, inputs, ())
         self.likelihood, self.sigma = likelihood, float(sigma)
         self.iw_samples, self.image_shape = int(iw_samples), tuple(image_shape)
+        self.score_samples = int(score_samples)
 
     @classmethod
     def outputs_needed(cls, ds) -> int:
@@ -116,7 +119,8 @@ class VAE(Task):
         shape, _ = dataset.train.example_spec()[dataset.inputs[0]]
         mc = model.config
         return cls(model, inputs=tuple(dataset.inputs), likelihood=getattr(mc, "likelihood", "bernoulli"),
-                   sigma=getattr(mc, "sigma", 0.1), iw_samples=cfg.loss.iw_samples, image_shape=tuple(shape))
+                   sigma=getattr(mc, "sigma", 0.1), iw_samples=cfg.loss.iw_samples, image_shape=tuple(shape),
+                   score_samples=cfg.loss.score_samples)
 
     # ---------------------------------------------------------------------------------------------------------------
     def terms(self, params, model_state, x: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -150,6 +154,15 @@ class VAE(Task):
     def pixels(self, out: jax.Array) -> jax.Array:
         """Pixel means of decoder outputs: ``sigmoid(logits)`` (Bernoulli) or the means clipped to [0, 1]."""
         return jax.nn.sigmoid(out) if self.likelihood == "bernoulli" else jnp.clip(out, 0.0, 1.0)
+
+    def generate(self, params, model_state, key, labels):
+        """Decoded draws from the prior ``z ~ N(0, I)``: the decoder's pixel means ``(n, *image_shape)``."""
+        model = self.models["model"]
+        variables = {"params": params["model"], **model_state["model"]}
+        latent = model.config.latent
+        z = jax.random.normal(key, (labels.shape[0], latent), jnp.float32)  # (n, L)
+        out, _ = model.apply(variables, z, method="decode")
+        return self.pixels(out).reshape(labels.shape[0], *self.image_shape)
 
     # ---------------------------------------------------------------------------------------------------------------
     def iw_log_weights(self, params, model_state, x: jax.Array, key: jax.Array, k: int) -> jax.Array:
@@ -190,6 +203,7 @@ class VAE(Task):
         images = np.asarray(dataset.test.x, np.float32)
         out = {"iw_nll": {"test": self.iw_nll(p, s, images, self.iw_samples), "samples": self.iw_samples,
                           "images": int(len(images))}}
+        out.update(self.scores(params, model_state, dataset))
         if plots and run_dir is not None:
             out["figures"] = self.write_figures(p, s, images, Path(run_dir))
         return out
@@ -215,19 +229,3 @@ class VAE(Task):
         for name, (imgs, rows) in grids.items():
             save_grid(imgs, rows, run_dir / name)
         return sorted(grids)
-
-
-def save_grid(images: np.ndarray, rows: int, path: Path) -> None:
-    """Write ``images`` ``(N, H, W, C)`` in [0, 1] as a ``rows``-row grid PNG (a Figure with its own canvas, so
-    the user's pyplot state is untouched)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cols = math.ceil(len(images) / rows)
-    fig = Figure(figsize=(cols * 0.8, rows * 0.8))
-    FigureCanvasAgg(fig)
-    for i, img in enumerate(images):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0.0, vmax=1.0)
-        ax.set_axis_off()
-    fig.savefig(path, dpi=80)

@@ -133,3 +133,22 @@ def test_errors_a_user_can_reach(digits):
     with pytest.raises(ConfigError, match=r"loss.iw_samples: expected a number of importance samples in "
                                           r"\[1, 1.04858e\+06\], got 0"):
         setup(vae_cfg(loss=LossConfig(iw_samples=0)), dataset=digits)
+
+
+def test_sample_grids_at_every_evaluation_and_unscored_data_says_why(digits, tmp_path):
+    from jaxdl.train import fit
+    from jaxdl.train.rundir import sample_grids
+
+    cfg = vae_cfg(loss=LossConfig(iw_samples=2, score_samples=20))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=4, eval_every=2, plots=True))
+    result = fit(cfg, workdir=tmp_path, dataset=digits)
+    assert [step for step, _ in sample_grids(result.run_dir)] == [2, 4]
+    assert "no shipped feature classifier for data set 'digits'" in result.summary["scores"]["skipped"]
+    images, labels = result.setup.task.sample({"model": result.state.params}, {"model": result.state.model_state}, 7)
+    assert images.shape == (7, 8, 8, 1) and labels is None and 0.0 <= images.min() <= images.max() <= 1.0
+
+
+def test_score_samples_must_be_zero_or_enough(digits):
+    with pytest.raises(ConfigError, match=r"loss.score_samples: expected 0 \(no scoring\) or a number of samples in "
+                                          r"\[10, 1048576\], got 3"):
+        setup(vae_cfg(loss=LossConfig(score_samples=3)), dataset=digits)
