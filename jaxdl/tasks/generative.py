@@ -8,10 +8,12 @@ A :class:`GenerativeImageTask` implements one pure function, :meth:`~GenerativeI
 - :meth:`on_evaluation`: an 8 × 8 grid of samples from a fixed key at every evaluation,
   ``run_dir/samples/step_XXXXXXX.png`` (the same noise every time, so the grids show one model's progress; they
   also become TensorBoard images);
-- :meth:`scores`: ``loss.score_samples`` samples scored against the test split by :func:`jaxdl.gen_metrics.score`
-  (Fréchet distance in the shipped classifier's features, precision/recall, the classifier's accuracy on
-  class-conditional samples) beside the real-vs-real and Gaussian reference points; data sets the shipped
-  classifiers do not cover are reported as not scored, with the reason.
+- :meth:`scores`: ``loss.score_samples`` samples scored by :func:`jaxdl.gen_metrics.score_splits` against the
+  VALIDATION and the test split (Fréchet distance in the data set's shipped classifier's features,
+  precision/recall, the classifier's accuracy on class-conditional samples) beside the real-vs-real and Gaussian
+  reference points: ``{"scores": {"val": {...}, "test": {...}, "samples", "features", "reference": {...}}}``.
+  Models are chosen by ``val`` (sweep reports rank by ``scores.val.frechet_distance``); ``test`` is the held-out
+  number beside it. Data sets the shipped classifiers do not cover are reported as not scored, with the reason.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.gen_metrics import SCORED_DATA  # noqa: F401 — data sets a shipped feature classifier covers
 from jaxdl.tasks.base import Task
 
 GRID_SEED = 0x6121  # the fixed noise of the per-evaluation grids
 SCORE_SEED = 0x5C0E  # the samples that are scored after training
 GRID_SIZE = 8  # grids are GRID_SIZE × GRID_SIZE images
-SCORED_DATA = ("fashion_mnist",)  # data sets whose test images the shipped feature classifier was trained for
+SCORED_SPLITS = ("val", "test")  # val chooses models, test is reported beside it
 
 
 def save_grid(images: np.ndarray, rows: int, path: Path, title: str | None = None) -> None:
@@ -103,17 +106,30 @@ class GenerativeImageTask(Task):
         return {}
 
     def scores(self, params: dict[str, Any], model_state: dict[str, Any], dataset) -> dict[str, Any]:
-        """``{"scores": ...}``: :func:`jaxdl.gen_metrics.score` of ``score_samples`` samples against the test split
-        (or why not)."""
+        """``{"scores": ...}``: :func:`jaxdl.gen_metrics.score_splits` of ``score_samples`` samples against the
+        validation and test splits, ``{"val": {...}, "test": {...}, "samples", "features", "reference"}`` (or
+        ``{"skipped": why}``; a split too small to score is ``{"skipped": why}`` in its place)."""
         if self.score_samples == 0:
             return {}
         if dataset.name not in SCORED_DATA:
             return {"scores": {"skipped": f"no shipped feature classifier for data set {dataset.name!r} (scored: "
                                           f"{', '.join(SCORED_DATA)})"}}
+        if tuple(self.image_shape) != (28, 28, 1):
+            return {"scores": {"skipped": f"the shipped classifiers read 28x28x1 images; data set "
+                                          f"{dataset.name!r} gives {tuple(self.image_shape)} (data.resize or "
+                                          "data.channels changed them)"}}
         from jaxdl import gen_metrics
 
-        real = np.asarray(dataset.test.x, np.float32)
-        if len(real) <= 3:
-            return {"scores": {"skipped": f"only {len(real)} test images"}}
+        reals, skipped = {}, {}
+        for split in SCORED_SPLITS:
+            real = np.asarray(getattr(dataset, split).x, np.float32)
+            if len(real) <= 3:  # precision/recall need more than k = 3 points
+                skipped[split] = {"skipped": f"only {len(real)} {split} images"}
+            else:
+                reals[split] = real
+        if not reals:
+            return {"scores": {"skipped": "; ".join(v["skipped"] for v in skipped.values())}}
         fake, labels = self.sample(params, model_state, self.score_samples)
-        return {"scores": gen_metrics.score(fake, real=real, labels=labels)}
+        out = gen_metrics.score_splits(fake, reals, labels=labels, data=dataset.name)
+        return {"scores": {**{split: out.get(split, skipped.get(split)) for split in SCORED_SPLITS},
+                           **{k: v for k, v in out.items() if k not in SCORED_SPLITS}}}
