@@ -32,6 +32,11 @@ def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
         assert summary["iw_nll"]["test"] >= 0.0
         for grid in ("vae_reconstructions.png", "vae_samples.png", "vae_interpolation.png"):
             assert (tmp_path / grid).is_file(), grid
+    if "scores" in summary and "skipped" not in summary["scores"]:  # generative runs: samples scored after training
+        scores = summary["scores"]
+        assert scores["test"]["frechet_distance"] >= 0.0 and scores["val"]["frechet_distance"] >= 0.0
+        assert scores["reference"]["frechet_real_vs_gaussian"] > scores["reference"]["frechet_real_vs_real"]
+        assert sorted((tmp_path / "samples").glob("step_*.png"))  # a sample grid at each evaluation
     assert (tmp_path / "curves.png").is_file()
 
 
