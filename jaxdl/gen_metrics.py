@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -396,11 +397,12 @@ def reference_points(n: int = MAX_REFERENCE, *, data: str = DEFAULT_DATA, root: 
       DataError when ``data`` has no shipped classifier or is not installed, or (without ``shrink``) when ``2 n``
       exceeds its test split.
     """
-    from jaxdl.train.probe import cache_file
-
     spec = _spec(data)
     name = f"gen_metrics_reference_{data}_{int(n)}{'_shrink' if shrink else ''}_{spec.sha256[:12]}.json"
-    path = cache_file(name)
+    # jaxdl's cache directory, as jaxdl.train.probe.cache_file names it (not imported: train imports the tasks,
+    # which import this module)
+    cache_dir = os.environ.get("JAXDL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jaxdl")
+    path = Path(cache_dir) / name
     if cache and root is None and path.is_file():
         try:
             return json.loads(path.read_text())

@@ -237,3 +237,51 @@ def best_per_architecture_figure(rows, metric: str, mode: str | None = None):
 
 def best_per_architecture(rows, metric: str, path: Path, mode: str | None = None) -> Path | None:
     return _save(best_per_architecture_figure(rows, metric, mode), path)
+
+
+MAX_SAMPLE_PANELS = 16  # configurations shown in generated_samples.png (the best by the validation score)
+
+
+def generated_samples_figure(items: list[dict[str, Any]], keys: list[str], choose: str, mode: str):
+    """One panel per configuration (``items`` from :func:`jaxdl.experiment.report.generative`, best first): the
+    samples image of its member with the best ``choose`` (a validation score), titled with the configuration, the
+    chosen run and seed, its ``choose`` value and test Fréchet distance, and what the image is. None when no
+    configuration has an image."""
+    import matplotlib.image
+
+    shown = [it for it in items if it.get("_image")][:MAX_SAMPLE_PANELS]
+    if not shown:
+        return None
+    cols = min(4, len(shown))
+    nrows = math.ceil(len(shown) / cols)
+    fig = _figure(3.4 * cols, 3.9 * nrows + 0.5)
+    axes = np.asarray(fig.subplots(nrows, cols, squeeze=False))
+    varying = [k for k in keys if len({json.dumps(it.get(k), default=str) for it in items}) > 1] or keys[:1]
+    short = "val FD" if choose == "val/frechet_distance" else choose
+    for ax, it in zip(axes.flat, shown):
+        path, what = it["_image"]
+        ax.imshow(matplotlib.image.imread(str(path)), cmap="gray")
+        ax.set_axis_off()
+        config = describe_values({k: it.get(k) for k in varying if it.get(k) is not None}) or "all runs"
+        test = f", test FD {it['_test_fd']:.4g}" if it.get("_test_fd") is not None else ""
+        seed = f" seed={it['seed']}" if it.get("seed") is not None else ""
+        ax.set_title(f"#{it['rank']} {config}\n{it['chosen']}{seed}\n{short} {it['_best']:.4g}{test}\n{what}",
+                     fontsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    which = "lowest" if mode == "min" else "highest"
+    more = f" (best {len(shown)} of {len(items)} configurations)" if len(items) > len(shown) else ""
+    fig.suptitle(f"Samples of each configuration's seed with the {which} {choose}{more}; test scores never choose",
+                 fontsize=9)
+    return fig
+
+
+def generated_samples(items: list[dict[str, Any]], keys: list[str], choose: str, mode: str, path: Path
+                      ) -> Path | None:
+    fig = generated_samples_figure(items, keys, choose, mode)
+    if fig is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / fig.get_figheight()))  # room for the suptitle
+    fig.savefig(path, dpi=90)
+    return path
