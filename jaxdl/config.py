@@ -13,7 +13,6 @@ Each model family declares its own config dataclass (``MLPConfig``, ``LeNetConfi
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import typing
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxdl.config_checks import KEY_ALIASES, SECTION_ALIASES, alias_suggestion, check_values  # noqa: F401
+from jaxdl.config_files import call_file, load_module  # noqa: F401  (re-exported)
 from jaxdl.config_types import check_types  # noqa: F401  (re-exported: jaxdl.config.check_types)
 from jaxdl.config_types import coerce as _coerce
 from jaxdl.config_types import hints as _hints
@@ -140,6 +140,16 @@ class LossConfig:
     # by jaxdl.gen_metrics (Fréchet distance in a shipped classifier's features, precision/recall, class accuracy);
     # 0 skips scoring.
     score_samples: int = 5000
+    # diffusion only (label_dropout, ema_decay and guidance_scale are dynamic numbers):
+    noise_schedule: str = "linear"  # linear (Ho et al.) | cosine (Nichol & Dhariwal), over `timesteps` steps
+    timesteps: int = 1000
+    prediction: str = "eps"  # what the network predicts: eps (the noise) | v (the velocity, Salimans & Ho)
+    label_dropout: float = 0.1  # probability that a conditional model sees the null class instead of its label
+    ema_decay: float = 0.999  # of the weights' moving average (evaluates, samples), warmed up: min(d, (1+n)/(10+n))
+    sampler: str = "ddim"  # ddim | ddpm (ancestral), over `sample_steps` evenly spaced timesteps
+    sample_steps: int = 50
+    ddim_eta: float = 0.0  # 0: deterministic DDIM; 1: the ancestral step
+    guidance_scale: float = 1.0  # classifier-free guidance (1: the conditional model alone; 0: unconditional)
 
 
 @dataclass(frozen=True)
@@ -481,53 +491,6 @@ def load_json(path: str | Path) -> Config:
 # --------------------------------------------------------------------------------------------------------------------
 # Config files
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _python_failure(path: Path, e: BaseException, what: str) -> ConfigError:
-    """A ConfigError naming the config file, the line in it and the exception that running it raised."""
-    import traceback
-
-    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) and e.filename == str(path) else None
-    for frame in traceback.extract_tb(e.__traceback__):
-        if Path(frame.filename) == path:
-            line = frame.lineno
-    where = f"{path}, line {line}" if line else str(path)
-    text = str(e.msg if isinstance(e, SyntaxError) else e).strip()
-    return ConfigError(f"{where}: {what} raised {type(e).__name__}" + (f": {text}" if text else ""))
-
-
-def load_module(path: str | Path):
-    """Run a config or experiment file (trusted Python) as a module. A file that fails to run — a syntax error, an
-    exception at import — raises ConfigError naming the file and the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    spec = importlib.util.spec_from_file_location(f"jaxdl_config_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001 — a user's file can raise anything
-        raise _python_failure(path.resolve() if not path.is_absolute() else path, e, "running the file") from e
-    return module
-
-
-def call_file(path: str | Path, fn, *args: Any) -> Any:
-    """``fn(*args)`` — a function defined in the config or experiment file ``path`` (``get_config``,
-    ``get_sweep``); an exception other than a jaxdl error becomes a ConfigError naming the file and the line."""
-    from jaxdl.errors import JaxdlError
-
-    try:
-        return fn(*args)
-    except JaxdlError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        path = Path(path)
-        raise _python_failure(path.resolve() if not path.is_absolute() else path, e,
-                              f"{getattr(fn, '__name__', 'the function')}()") from e
 
 
 def variant(cfg: Config, name: str | None, **variants: dict[str, Any]) -> Config:

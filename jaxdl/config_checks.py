@@ -90,6 +90,12 @@ def check_values(cfg: Any) -> None:
     _in("loss.iw_samples", loss.iw_samples, 1, 1 << 20, what="a number of importance samples")
     if loss.score_samples != 0:  # a Fréchet distance and k-NN precision/recall need more than a handful
         _in("loss.score_samples", loss.score_samples, 10, 1 << 20, what="0 (no scoring) or a number of samples")
+    _in("loss.timesteps", loss.timesteps, 2, 100_000, what="a number of diffusion steps")
+    _in("loss.sample_steps", loss.sample_steps, 1, 100_000, what="a number of sampler steps")
+    _in("loss.ddim_eta", loss.ddim_eta, 0.0, 1.0, what="a DDIM eta")
+    _in("loss.label_dropout", loss.label_dropout, 0.0, 1.0, high_open=True, what="a probability")
+    _in("loss.ema_decay", loss.ema_decay, 0.0, 1.0, high_open=True, what="a decay")
+    _in("loss.guidance_scale", loss.guidance_scale, 0.0, 1000.0, what="a guidance scale")
     aug = cfg.augment
     _in("augment.flip", aug.flip, 0.0, 1.0, what="a probability")
     _in("augment.crop_scale", aug.crop_scale, 0.0, 1.0, low_open=True, what="an area fraction")

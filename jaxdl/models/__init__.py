@@ -113,6 +113,16 @@ def _register_vae() -> None:
 _register_vae()
 
 
+def _register_unet() -> None:
+    from jaxdl.models import unet
+
+    register("unet", ModelSpec(unet.UNetConfig, unet.build_unet, (28, 28, 1), "diffusion U-Net (residual blocks, "
+                               "time embedding, attention at low resolution, optional class conditioning)"))
+
+
+_register_unet()
+
+
 def _validate(cfg: ModelConfig) -> None:
     act = getattr(cfg, "activation", None)
     if act is not None and act not in ACTIVATIONS:

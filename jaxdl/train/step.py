@@ -84,6 +84,12 @@ def register_dynamic(key: str, section: str, field: str, default: float) -> None
     EXTRA_DYNAMIC[key] = (section, field, default)
 
 
+# The diffusion task's own numbers (jaxdl.tasks.diffusion): label dropout, EMA decay, guidance scale.
+for _key, _default in (("label_dropout", 0.1), ("ema_decay", 0.999), ("guidance_scale", 1.0)):
+    register_dynamic(_key, "loss", _key, _default)
+del _key, _default
+
+
 # Keys that only affect host-side bookkeeping, so members of one compiled program may differ in them.
 HOST_KEYS = ("name", "train.early_stopping", "train.progress", "train.plots")
 
