@@ -123,7 +123,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    # auto (cross_entropy for classification, mse for regression) | cross_entropy | mse | bce | mae | huber
+    # auto (cross_entropy for classification, mse for regression, non_saturating for gan) | cross_entropy | mse |
+    # bce | mae | huber; gan: non_saturating | hinge | wgan_gp
     name: str = "auto"
     label_smoothing: float = 0.0
     class_weights: tuple[float, ...] | None = None
@@ -136,6 +137,9 @@ class LossConfig:
     kl_weight: float = 1.0
     # vae only: importance samples per test image for the importance-weighted bound computed after training.
     iw_samples: int = 64
+    # gan with loss.name=wgan_gp only: λ, the weight of the gradient penalty λ·(‖∇D(x̂)‖ − 1)² in the discriminator's
+    # loss (a dynamic number, so sweeping it never recompiles).
+    gp_weight: float = 10.0
     # generative image tasks (vae, gan, diffusion): samples drawn after training and scored against the test split
     # by jaxdl.gen_metrics (Fréchet distance in a shipped classifier's features, precision/recall, class accuracy);
     # 0 skips scoring.

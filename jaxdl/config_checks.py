@@ -87,6 +87,7 @@ def check_values(cfg: Any) -> None:
         raise ConfigError(f"loss.pos_weight: expected a positive weight (or none), got {loss.pos_weight!r}")
     _in("loss.mask_rate", loss.mask_rate, 0.0, 1.0, low_open=True, what="a probability")
     _in("loss.kl_weight", loss.kl_weight, 0.0, 1e6, what="a KL weight")
+    _in("loss.gp_weight", loss.gp_weight, 0.0, 1e6, what="a gradient-penalty weight")
     _in("loss.iw_samples", loss.iw_samples, 1, 1 << 20, what="a number of importance samples")
     if loss.score_samples != 0:  # a Fréchet distance and k-NN precision/recall need more than a handful
         _in("loss.score_samples", loss.score_samples, 10, 1 << 20, what="0 (no scoring) or a number of samples")

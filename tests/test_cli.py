@@ -20,7 +20,8 @@ def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == cfg.train.steps
-    metric = {"forecast": "mase", "language_model": "bpc", "vae": "nelbo"}.get(summary["task"], "accuracy")
+    metric = {"forecast": "mase", "language_model": "bpc", "vae": "nelbo", "gan": "d_loss"}.get(summary["task"],
+                                                                                               "accuracy")
     metric = "loss" if summary["task"] == "diffusion" else metric  # the EMA weights' noise-prediction error
     if metric == "bpc" and "bits_per_char" in summary["test"]:
         metric = "bits_per_char"  # a subword language model's bits per character
@@ -38,6 +39,9 @@ def test_config_smoke_variant_trains(name, tmp_path, capsys, load_dataset):
         assert scores["test"]["frechet_distance"] >= 0.0 and scores["val"]["frechet_distance"] >= 0.0
         assert scores["reference"]["frechet_real_vs_gaussian"] > scores["reference"]["frechet_real_vs_real"]
         assert sorted((tmp_path / "samples").glob("step_*.png"))  # a sample grid at each evaluation
+    if summary["task"] == "gan":  # the final sample grid and the scores of the samples drawn after training
+        assert (tmp_path / "gan_samples.png").is_file()
+        assert summary["scores"]["samples"] == cfg.loss.score_samples
     if summary["task"] == "diffusion":  # the sampler's settings and speed, the final grid, the scored samples
         assert summary["sampling"]["seconds_per_image"] > 0 and (tmp_path / "diffusion_samples.png").is_file()
         assert summary["scores"]["samples"] == cfg.loss.score_samples

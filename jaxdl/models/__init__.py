@@ -113,6 +113,16 @@ def _register_vae() -> None:
 _register_vae()
 
 
+def _register_gan() -> None:
+    from jaxdl.models import gan
+
+    register("dcgan", ModelSpec(gan.DCGANConfig, gan.build_dcgan, (28, 28, 1), "DCGAN generator and discriminator "
+                                "(optionally class-conditional, spectrally normalised)"))
+
+
+_register_gan()
+
+
 def _register_unet() -> None:
     from jaxdl.models import unet
 

@@ -18,6 +18,7 @@ from jaxdl.tasks.regression import Regression
 from jaxdl.tasks.seq2seq import Seq2Seq  # noqa: F401  (registers seq2seq)
 from jaxdl.tasks.diffusion import Diffusion  # noqa: F401  (registers diffusion)
 from jaxdl.tasks.vae import VAE  # noqa: F401  (registers vae)
+from jaxdl.tasks.gan import GAN  # noqa: F401  (registers gan)
 
 __all__ = ["TASKS", "Classification", "Derived", "Forecast", "LanguageModel", "MaskedLM", "Regression", "Task", "build", "mode_for", "names", "register",
            "resolve", "stream_id"]

@@ -43,7 +43,7 @@ class TrainState(flax.struct.PyTreeNode):
 # Config fields outside ``optim`` that enter the step as arrays (model.dropout, loss.label_smoothing …).
 EXTRA_DYNAMIC = {"dropout": ("model", "dropout", 0.0), "label_smoothing": ("loss", "label_smoothing", 0.0),
                  "pos_weight": ("loss", "pos_weight", 1.0), "mask_rate": ("loss", "mask_rate", 0.15),
-                 "kl_weight": ("loss", "kl_weight", 1.0),
+                 "kl_weight": ("loss", "kl_weight", 1.0), "gp_weight": ("loss", "gp_weight", 10.0),
                  **{key: ("augment", field, 0.0) for key, field in augment_lib.STRENGTHS.items()}}
 
 

@@ -67,6 +67,7 @@ def standalone(cfg, root, dataset):
 # Dynamic keys that change nothing on digits classification; the same check (a fused member off the default gets
 # its standalone step) runs with the task that reads them.
 COVERED_BY_TASK_TESTS = {"loss.mask_rate": "tests/tasks/test_masked_lm.py", "loss.kl_weight": "tests/tasks/test_vae.py",
+                         "loss.gp_weight": "tests/tasks/test_gan.py",
                          **{f"loss.{k}": "tests/tasks/test_diffusion.py"
                             for k in ("label_dropout", "ema_decay", "guidance_scale")},
                          # the second player's numbers: members with different optim2 numbers in one fused group
