@@ -64,7 +64,7 @@ def row(label: str, summary: dict, per_image: float | None) -> str:
     per = f"{per_image * 1e3:.2f}" if per_image is not None else "–"
     return (f"| {label} | {summary['params']:,} | {summary['wall_time_s'] / 60:.1f} | {per} | "
             f"{s['frechet_distance']:.2f} | {s['precision']:.3f} | {s['recall']:.3f} | "
-            + (f"{acc:.3f}" if acc is not None else "–") + " |")
+            + (f"{acc:.3f}" if acc is not None else "–") + f" | {summary['scores'].get('samples', '?')} |")
 
 
 def main(argv=None) -> None:
@@ -73,29 +73,37 @@ def main(argv=None) -> None:
     p.add_argument("--conditional", action="store_true", help="also the class-conditional GAN and diffusion model")
     p.add_argument("--reuse", action="store_true", help="read finished runs instead of training again")
     p.add_argument("--only", nargs="*", help="labels to (re)train; the others are reused")
+    p.add_argument("--run", action="append", default=[], metavar="LABEL=RUN_DIR",
+                   help="a finished run to read for LABEL (a family or any new label) instead of training")
     args = p.parse_args(argv)
     specs = dict(FAMILIES, **(CONDITIONAL if args.conditional else {}))
+    given = dict(item.split("=", 1) for item in args.run)
+    specs.update({label: None for label in given if label not in specs})
     OUT.mkdir(parents=True, exist_ok=True)
     lines = ["| model | parameters | training (min) | ms per image | Fréchet distance ↓ | precision ↑ | recall ↑ | "
-             "class accuracy ↑ |", "|---|---|---|---|---|---|---|---|"]
-    reference = None
+             "class accuracy ↑ | samples |", "|---|---|---|---|---|---|---|---|---|"]
+    references = {}  # reference points by sample size (FD is biased upwards at small n: compare at equal n)
     for label, spec in specs.items():
         run_dir = Path(args.workdir) / label.split(" ")[0] / ("conditional" if "(" in label else "unconditional")
         reuse = args.reuse or (args.only is not None and label not in args.only)
+        if label in given:
+            run_dir, reuse = Path(given[label]), True
         summary = train_or_reuse(spec, run_dir, reuse)
         lines.append(row(label, summary, time_per_image(run_dir)))
-        reference = reference or summary.get("scores", {}).get("reference")
-        grids = sorted((run_dir / "samples").glob("step_*.png"))
-        if grids:
-            shutil.copy(grids[-1], OUT / f"{label.split(' ')[0]}{'_conditional' if '(' in label else ''}.png")
+        ref = summary.get("scores", {}).get("reference")
+        if ref and "n" in ref:
+            references.setdefault(ref["n"], ref)
+        finals = sorted(run_dir.glob("*_samples.png")) or sorted((run_dir / "samples").glob("step_*.png"))
+        if finals:
+            stem = "".join(c if c.isalnum() else "_" for c in label).strip("_")
+            shutil.copy(finals[-1], OUT / f"{stem}.png")
         print(lines[-1], flush=True)
-    if reference:
-        n = reference["n"]
+    for n, reference in sorted(references.items()):
         rr, rg = reference["pr_real_vs_real"], reference["pr_real_vs_gaussian"]
-        lines.append(f"| *real vs real (two test halves, {n} each)* | – | – | – | "
-                     f"{reference['frechet_real_vs_real']:.2f} | {rr['precision']:.3f} | {rr['recall']:.3f} | – |")
-        lines.append(f"| *pixel Gaussian (full covariance), {n} samples* | – | – | – | "
-                     f"{reference['frechet_real_vs_gaussian']:.2f} | {rg['precision']:.3f} | {rg['recall']:.3f} | – |")
+        lines.append(f"| *real vs real (two test halves)* | – | – | – | "
+                     f"{reference['frechet_real_vs_real']:.2f} | {rr['precision']:.3f} | {rr['recall']:.3f} | – | {n} |")
+        lines.append(f"| *pixel Gaussian (full covariance)* | – | – | – | "
+                     f"{reference['frechet_real_vs_gaussian']:.2f} | {rg['precision']:.3f} | {rg['recall']:.3f} | – | {n} |")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
