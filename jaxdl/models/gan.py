@@ -1,8 +1,9 @@
 r"""DCGAN (Radford et al. 2016): a generator of images from Gaussian noise and a convolutional discriminator, with an
 optional class-conditional variant and spectral normalisation (Miyato et al. 2018).
 
-Both networks read and write images of shape ``(H, W, C)`` with ``H`` and ``W`` divisible by ``2**n`` for ``n =
-len(model.g_channels)`` (28×28 Fashion-MNIST and ``g_channels`` of length 2: 7 → 14 → 28; 8×8 digits: 2 → 4 → 8).
+The generator writes images of shape ``(H, W, C)`` whose sides must be divisible by ``2**n`` for ``n =
+len(model.g_channels)`` (28×28 Fashion-MNIST and ``g_channels`` of length 2: 7 → 14 → 28; 8×8 digits: 2 → 4 → 8);
+the discriminator reads them (its stride-2 convolutions pad, so any size works).
 
 Generator ``G(z, y)``, ``z ~ N(0, I)`` of size ``model.latent``::
 

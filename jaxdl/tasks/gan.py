@@ -23,18 +23,19 @@ gradient (a second derivative); the discriminator has no batch norm, so each ima
 
 Noise: every draw comes from the step's ``latent`` stream — ``z`` of the discriminator's update from ``fold_in(k,
 0)``, of the generator's update from ``fold_in(k, 1)``, the interpolation weights ``ε`` from ``fold_in(k, 2)``.
-Evaluation uses ``k = PRNGKey(EVAL_SEED)`` for every batch, so validation numbers repeat.
+Evaluation uses ``k = PRNGKey(EVAL_SEED)`` for every batch, so validation numbers repeat (every evaluation batch
+meets the same noise; a split's ``g_loss`` reads the split only through its size and, conditional, its labels).
 
 Model state: the generator's batch-norm statistics change only in the generator's update, the discriminator's
-spectral-norm power iteration only in the discriminator's; elsewhere (the fakes of the discriminator's update use
-batch statistics, the generator's update scores fakes with the current discriminator) the states are read, not
-written.
+spectral-norm power iteration only in the discriminator's. Elsewhere the states are read, not written: the fakes
+of the discriminator's update are drawn in training mode (batch statistics), and the generator's update scores its
+fakes with the discriminator in evaluation mode (the stored spectral-norm estimates; the penalty's inner call too).
 
 Metrics, each ``(sum, count)`` over images: ``d_loss``, ``g_loss`` and ``loss`` (= ``d_loss``, the loss of the
 step's first update, as the step's ``loss`` metric; GAN losses do not rank models — the scores after training do);
 ``d_real`` and ``d_fake``: the mean of ``σ(D(x))`` and ``σ(D(G(z)))`` (non_saturating: the discriminator's
 probability that an image is real) or of the raw scores ``D(x)``, ``D(G(z))`` (hinge, wgan_gp: for wgan_gp,
-``d_real − d_fake`` estimates the critic's Wasserstein distance); ``d_accuracy``: the fraction of the real and fake
+``d_real − d_fake`` is the critic's estimate of the Wasserstein-1 distance); ``d_accuracy``: the fraction of the real and fake
 images the discriminator puts on the right side of 0 (``D(x) > 0``, ``D(G(z)) < 0``; over ``2 × count``); and for
 wgan_gp ``gp``, the mean penalty ``(‖∇D(x̂)‖ − 1)²`` before λ.
 
