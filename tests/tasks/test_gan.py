@@ -15,8 +15,8 @@ import pytest
 from jaxdl import data as data_lib
 from jaxdl.config import Config, DataConfig, LossConfig, OptimConfig, TrainConfig, model_config
 from jaxdl.errors import ConfigError, DataError
-from jaxdl.tasks.gan import D_NOISE, EVAL_SEED, G_NOISE, GAN
-from jaxdl.train import Programs, initial_state, setup, train_group
+from jaxdl.tasks.gan import D_NOISE, EVAL_SEED, G_NOISE, GAN, LOSSES
+from jaxdl.train import Programs, setup, train_group
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,10 @@ def digits():
 
 
 def gan_cfg(i: int = 0, *, kind: str = "wgan_gp", conditional: bool = True, steps: int = 6, **over) -> Config:
-    """A tiny GAN on 8x8 digits: generator 2x2 -> 4x4 -> 8x8, discriminator 8x8 -> 4x4 -> 2x2."""
+    """A tiny GAN on 8x8 digits: generator 4x4 -> 8x8, discriminator 8x8 -> 4x4 (one layer each keeps compiling
+    cheap; the model tests cover deeper stacks)."""
     cfg = Config(name=f"gan{i}", seed=i, task="gan",
-                 model=model_config("dcgan", latent=6, g_channels=(8, 4), d_channels=(4, 8), conditional=conditional,
+                 model=model_config("dcgan", latent=6, g_channels=(8,), d_channels=(8,), conditional=conditional,
                                     spectral_norm=True),
                  data=DataConfig(name="digits", standardize=False), loss=LossConfig(name=kind, score_samples=0),
                  optim=OptimConfig(name="adam", lr=2e-3, b1=0.5), optim2=OptimConfig(name="adam", lr=2e-3, b1=0.5),
@@ -37,10 +38,29 @@ def gan_cfg(i: int = 0, *, kind: str = "wgan_gp", conditional: bool = True, step
 
 
 @pytest.fixture(scope="module")
-def unit(digits):
-    """A set-up conditional WGAN-GP, its initial state and a padded batch."""
-    s = setup(gan_cfg(), digits)
-    state = initial_state(s)
+def population(digits, tmp_path_factory):
+    """A fused group of four conditional, spectrally normalised WGAN-GPs differing in both players' learning rates,
+    the penalty weight and the seed; member 3's generator learning rate is absurd, so it diverges."""
+    root = tmp_path_factory.mktemp("gan_population")
+    cfgs = [gan_cfg(0),
+            gan_cfg(1, optim=OptimConfig(name="adam", lr=5e-3, b1=0.5),
+                    loss=LossConfig(name="wgan_gp", gp_weight=2.0, score_samples=0)),
+            gan_cfg(2, optim2=OptimConfig(name="adam", lr=1e-3, b1=0.0)),
+            gan_cfg(3, optim=OptimConfig(name="adam", lr=1e30, b1=0.5))]
+    s = setup(cfgs[0], digits)
+    programs = Programs(dataclasses.replace(s, fused=True))
+    fused = train_group(cfgs, [root / f"f{i}" for i in range(4)], fused=True, dataset=digits, programs=programs,
+                        on_divergence="mark")
+    # the healthy members one by one, each with its own state and numbers (one unfused program for the three)
+    alone = train_group(cfgs[:3], [root / f"s{i}" for i in range(3)], fused=False, dataset=digits)
+    return dict(cfgs=cfgs, fused=fused, alone=alone, programs=programs, s=s)
+
+
+@pytest.fixture(scope="module")
+def unit(population, digits):
+    """Member 0's setup (a conditional WGAN-GP with spectral and batch norms), its state after its run, a batch and
+    a jitted train step that counts its traces."""
+    s = population["s"]
     batch = {k: jnp.asarray(v) for k, v in digits.train.batch(np.arange(16)).items()}
     traces = []
 
@@ -48,7 +68,7 @@ def unit(digits):
         traces.append(1)
         return s.train_step(state, batch, hp)
 
-    return dict(s=s, state=state, batch=batch, step=jax.jit(counted), traces=traces)
+    return dict(s=s, state=population["alone"][0].state, batch=batch, step=jax.jit(counted), traces=traces)
 
 
 def test_losses_match_a_hand_computation(unit):
@@ -59,13 +79,19 @@ def test_losses_match_a_hand_computation(unit):
     key = jax.random.PRNGKey(EVAL_SEED)
     x, y = batch["image"], batch["label"]
 
+    hp = {**s.hparams, "gp_weight": jnp.asarray(0.0, jnp.float32)}  # the penalty is checked on its own below
+    kinds = {kind: GAN(task.models, inputs=task.inputs, targets=task.targets, kind=kind, latent=task.latent,
+                       image_shape=task.image_shape, num_classes=task.num_classes) for kind in LOSSES}
+
     @jax.jit
-    def scores():
+    def everything(batch):  # one compilation: the scores by hand and every kind's statistics
         fd, _ = task.fakes(params, ms, jax.random.fold_in(key, D_NOISE), y, 16, False)
         fg, _ = task.fakes(params, ms, jax.random.fold_in(key, G_NOISE), y, 16, False)
-        return [task.scores_of(params, ms, a, y, False)[0] for a in (x, fd, fg)]
+        scores = [task.scores_of(params, ms, a, y, False)[0] for a in (x, fd, fg)]
+        return scores, {kind: other.eval_stats(params, ms, batch, hp) for kind, other in kinds.items()}
 
-    real, fake_d, fake_g = (np.asarray(a, np.float64) for a in scores())
+    scores, all_stats = everything(batch)
+    real, fake_d, fake_g = (np.asarray(a, np.float64) for a in scores)
     m = np.asarray(batch["mask"], np.float64)
     sp = lambda a: np.log1p(np.exp(a))  # noqa: E731
     sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
@@ -74,11 +100,9 @@ def test_losses_match_a_hand_computation(unit):
         "hinge": (np.maximum(0, 1 - real) + np.maximum(0, 1 + fake_d), -fake_g, real, fake_d),
         "wgan_gp": (fake_d - real, -fake_g, real, fake_d),
     }
-    hp = {**s.hparams, "gp_weight": jnp.asarray(0.0, jnp.float32)}  # the penalty is checked on its own below
+    assert set(expected) == set(LOSSES)
     for kind, (d_loss, g_loss, d_real, d_fake) in expected.items():
-        other = GAN(task.models, inputs=task.inputs, targets=task.targets, kind=kind, latent=task.latent,
-                    image_shape=task.image_shape, num_classes=task.num_classes)
-        stats = jax.jit(lambda b, other=other: other.eval_stats(params, ms, b, hp))(batch)
+        stats = all_stats[kind]
         for name, want in (("d_loss", d_loss), ("g_loss", g_loss), ("d_real", d_real), ("d_fake", d_fake)):
             assert float(stats[name][1]) == 13.0
             np.testing.assert_allclose(float(stats[name][0]), (want * m).sum(), rtol=1e-4, atol=1e-5,
@@ -93,20 +117,24 @@ def test_gradient_penalty_matches_forward_mode_and_finite_differences(unit):
     s, state, batch = unit["s"], unit["state"], unit["batch"]
     task, params, ms = s.task, dict(state.params), dict(state.model_state)
     x, y = batch["image"][:2], batch["label"][:2]
-    pen = np.asarray(jax.jit(lambda x: task.penalty(params, ms, x, y))(x))  # (2,): reverse mode inside the loss
-
-    def score(image, label):  # one image's score
-        return task.scores_of(params, ms, image[None], label[None], False)[0][0]
-
-    jac = jax.jit(jax.vmap(jax.jacfwd(score)))(x, y)  # (2, 8, 8, 1): forward mode, pixel by pixel
-    norm = np.linalg.norm(np.asarray(jac, np.float64).reshape(2, -1), axis=1)
-    np.testing.assert_allclose(pen, (norm - 1.0) ** 2, rtol=1e-4, atol=1e-7)
-    # central differences along every pixel (leaky-ReLU kinks and float32 make them approximate)
     h = 1e-2
     basis = np.eye(64, dtype=np.float32).reshape(64, 8, 8, 1) * h
     probes = np.concatenate([np.asarray(x)[i] + sign * basis for i in range(2) for sign in (1, -1)])  # (256, 8, 8, 1)
     labels = np.repeat(np.asarray(y), 128)
-    d = np.asarray(jax.jit(lambda p, l: task.scores_of(params, ms, p, l, False)[0])(probes, labels), np.float64)
+
+    def score(image, label):  # one image's score
+        return task.scores_of(params, ms, image[None], label[None], False)[0][0]
+
+    @jax.jit
+    def everything(x, probes):
+        return (task.penalty(params, ms, x, y),  # (2,): reverse mode inside the loss
+                jax.vmap(jax.jacfwd(score))(x, y),  # (2, 8, 8, 1): forward mode, pixel by pixel
+                task.scores_of(params, ms, probes, labels, False)[0])  # (256,)
+
+    pen, jac, d = (np.asarray(a, np.float64) for a in everything(x, probes))
+    norm = np.linalg.norm(jac.reshape(2, -1), axis=1)
+    np.testing.assert_allclose(pen, (norm - 1.0) ** 2, rtol=1e-4, atol=1e-7)
+    # central differences along every pixel (leaky-ReLU kinks and float32 make them approximate)
     d = d.reshape(2, 2, 64)
     fd = np.linalg.norm((d[:, 0] - d[:, 1]) / (2 * h), axis=1)  # (2,)
     np.testing.assert_allclose(fd, norm, rtol=5e-2)
@@ -139,24 +167,6 @@ def test_each_players_update_lowers_its_own_loss(unit):
             losses.append(float(m["stats"][metric][0]) / 16)
         assert losses[-1] < losses[0] - 0.1, (metric, losses)
     assert len(unit["traces"]) == 1
-
-
-@pytest.fixture(scope="module")
-def population(unit, digits, tmp_path_factory):
-    """A fused group of four conditional, spectrally normalised WGAN-GPs differing in both players' learning rates,
-    the penalty weight and the seed; member 3's generator learning rate is absurd, so it diverges."""
-    root = tmp_path_factory.mktemp("gan_population")
-    cfgs = [gan_cfg(0),
-            gan_cfg(1, optim=OptimConfig(name="adam", lr=5e-3, b1=0.5),
-                    loss=LossConfig(name="wgan_gp", gp_weight=2.0, score_samples=0)),
-            gan_cfg(2, optim2=OptimConfig(name="adam", lr=1e-3, b1=0.0)),
-            gan_cfg(3, optim=OptimConfig(name="adam", lr=1e30, b1=0.5))]
-    programs = Programs(dataclasses.replace(unit["s"], fused=True))  # member 0's setup (gan_cfg(0) = gan_cfg())
-    fused = train_group(cfgs, [root / f"f{i}" for i in range(4)], fused=True, dataset=digits, programs=programs,
-                        on_divergence="mark")
-    # the healthy members one by one, each with its own state and numbers (one unfused program for the three)
-    alone = train_group(cfgs[:3], [root / f"s{i}" for i in range(3)], fused=False, dataset=digits)
-    return dict(cfgs=cfgs, fused=fused, alone=alone, programs=programs)
 
 
 def test_fused_population_equals_one_by_one_runs_and_compiles_once(population):
