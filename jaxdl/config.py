@@ -42,6 +42,10 @@ class ModelConfig:
     name: str = "mlp"
     # Number of outputs; None takes the data set's number of classes.
     num_classes: int | None = None
+    # Rematerialisation: none | blocks. blocks recomputes each residual/transformer block's activations in the
+    # backward pass instead of keeping them (less memory, about one more forward pass of compute); models without
+    # blocks (MLP, LeNet) accept only none.
+    remat: str = "none"
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,16 @@ class TrainConfig:
     # "frozen": training steps run the model in inference mode — batch norm normalises with its running statistics
     # and does not update them, dropout is off — the usual setting for a linear probe on a frozen backbone.
     batch_stats: str = "update"
+    # Device mesh ("pop", "data"): auto (from the device count, the group's members and the batch size), or
+    # "POPxDATA" (e.g. "1x8": one run's batch split over 8 devices; "4x2": 4 member shards, each over 2 devices).
+    # The resolved shape is recorded in config.json (placement).
+    mesh: str = "auto"
+    # fp32 | bf16 | fp16: the dtype of the model's compute. Parameters, optimizer state, normalisation statistics
+    # and losses stay float32; fp16 adds dynamic loss scaling (overflowing steps are skipped and counted).
+    precision: str = "fp32"
+    # Micro-batches per optimizer step: the batch of train.batch_size is cut into this many parts whose gradients
+    # are averaged inside the step (lax.scan), so memory holds one part's activations.
+    accumulate: int = 1
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,21 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 POP_AXIS = "pop"
+DATA_AXIS = "data"
+
+
+def parse_mesh(spec: str) -> tuple[int, int] | None:
+    """``train.mesh`` as ``(pop, data)`` axis sizes, or None for ``auto``."""
+    from jaxdl.errors import ConfigError
+
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return None
+    parts = text.split("x")
+    if len(parts) == 2 and all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        return int(parts[0]), int(parts[1])
+    raise ConfigError(f"train.mesh: expected auto or POPxDATA with positive sizes (e.g. 1x8 for one run's batch over "
+                      f"8 devices, 4x2 for 4 member shards of 2 devices each), got {spec!r}")
 
 
 def population_mesh(members: int, devices=None) -> jax.sharding.Mesh | None:

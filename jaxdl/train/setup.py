@@ -21,6 +21,8 @@ from jaxdl.errors import ConfigError, DataError
 from jaxdl.train.step import TrainState, init_state, make_eval_step, make_hparams, make_train_step, uses_dropout
 
 DRIVERS = ("auto", "scan", "host")
+PRECISIONS = ("fp32", "bf16", "fp16")
+REMAT = ("none", "blocks")
 
 
 @dataclasses.dataclass
@@ -80,6 +82,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.batch_stats: expected 'update' or 'frozen', got {t.batch_stats!r}")
     if es.patience < 1:
         raise ConfigError(f"train.early_stopping.patience: expected >= 1, got {es.patience}")
+    if t.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if t.accumulate < 1 or t.batch_size % t.accumulate:
+        raise ConfigError(f"train.accumulate: expected a positive divisor of train.batch_size={t.batch_size} "
+                          f"(micro-batches per step), got {t.accumulate}")
+    if getattr(cfg.model, "remat", "none") not in REMAT:
+        raise ConfigError(f"model.remat: expected one of {', '.join(REMAT)}, got {cfg.model.remat!r}")
+    from jaxdl.parallel import parse_mesh
+
+    parse_mesh(t.mesh)
     optim.validate(cfg.optim)
     try:
         optim.validate(cfg.optim2)
