@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from jaxdl import compile_cache
 from jaxdl.errors import DivergenceError, JaxdlError, PreemptedError
 
 # exit codes: 2 a clean error, 3 divergence, 4 preempted (SIGTERM/SIGINT; checkpointed, resumable)
@@ -500,6 +501,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    compile_cache.enable()  # a second process loads the programs this one compiles (JAXDL_COMPILATION_CACHE=0: off)
     try:
         return args.fn(args)
     except DivergenceError as e:
