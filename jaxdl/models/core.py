@@ -13,6 +13,11 @@ calls another method of the module (``encode``, ``decode``). ``dropout_rate`` ov
 and may be a traced array, so sweeping it never recompiles. :func:`from_linen` wraps a Flax Linen module, :func:`from_nnx` a Flax NNX module; nothing above
 ``jaxdl.models`` knows which one built a model.
 
+Mixed precision (:meth:`Model.with_compute_dtype`): a model may compute in bfloat16 or float16 while its variables
+stay float32 — ``apply`` casts the floating ``params`` (never ``batch_stats`` or other state) and floating inputs to
+the compute dtype, and casts the outputs back to float32 and the returned state to its incoming dtypes, so losses,
+metrics and normalisation statistics are float32 and gradients flow back as float32 through the casts.
+
 Inputs are checked before tracing: when a model knows its per-example ``input_shape`` (``models.get(...,
 input_shape=...)`` or :meth:`Model.with_input`), a wrong shape or dtype raises :class:`~jaxdl.errors.ModelInputError`
 naming the model, the expected and the actual shape.
@@ -31,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.errors import JaxdlError, ModelInputError
+from jaxdl.precision import cast_floating, cast_like
 
 Variables = dict[str, Any]
 
@@ -47,6 +53,8 @@ class Model:
       input_kind: ``"float"`` (images, features) or ``"int"`` (token ids).
       output: what ``apply`` returns: ``logits`` | ``softmax`` | ``sigmoid`` | ``step`` | ``linear``.
       config: the model family's config dataclass, when built from the registry.
+      compute_dtype: the dtype ``apply`` computes in (None: the variables' own, float32); see
+        :meth:`with_compute_dtype`.
     """
 
     name: str
@@ -58,6 +66,7 @@ class Model:
     config: Any = None
     # the Linen module behind init/apply, when there is one (attribution intercepts its layers)
     module: Any = None
+    compute_dtype: Any = None
 
     # ---------------------------------------------------------------------------------------------------------------
     def init(self, rng: jax.Array, example: jax.Array) -> Variables:
@@ -83,7 +92,17 @@ class Model:
         if rng is not None:
             rngs.setdefault("dropout", rng)
         extra = {"mutable": tuple(mutable), "method": method} if (mutable or method) else {}
-        return self._call(self.apply_fn, x, variables, x, train, rngs or None, dropout_rate, **extra)
+        if self.compute_dtype is None:
+            return self._call(self.apply_fn, x, variables, x, train, rngs or None, dropout_rate, **extra)
+        dtype = self.compute_dtype
+        cast = {**variables, "params": cast_floating(variables["params"], dtype)} if "params" in variables \
+            else variables
+        out, state = self._call(self.apply_fn, x, cast, cast_floating(x, dtype), train, rngs or None, dropout_rate,
+                                **extra)
+        # outputs in float32 (losses and metrics); state collections the call received keep their dtypes (batch
+        # statistics stay float32, so a scan carrying them is type-stable); new ones (a cache) are left as made
+        state = {k: _restore_dtypes(v, variables[k]) if k in variables else v for k, v in state.items()}
+        return cast_floating(out, jnp.float32), state
 
     def __call__(self, variables: Variables, x: jax.Array, **kw) -> jax.Array:
         """Outputs only, in eval mode by default (convenient in notebooks)."""
@@ -99,6 +118,17 @@ class Model:
         else:
             shape = tuple(int(s) for s in shape_or_example)
         return dataclasses.replace(self, input_shape=shape, input_kind=kind or self.input_kind)
+
+    def with_compute_dtype(self, dtype: Any) -> Model:
+        """This model computing in ``dtype`` (``jnp.bfloat16``, ``jnp.float16``; float32 or None: full precision).
+
+        Variables are unchanged (float32); ``apply`` casts the floating ``params`` and inputs to ``dtype`` and casts
+        the outputs back to float32 (see the module docstring). ``init`` is unchanged.
+        """
+        dt = None if dtype is None or jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype)
+        if dt is not None and not jnp.issubdtype(dt, jnp.floating):
+            raise JaxdlError(f"model {self.name!r}: compute dtype must be a floating dtype, got {dt}")
+        return dataclasses.replace(self, compute_dtype=dt)
 
     def expected(self) -> str:
         if self.input_shape is None:
@@ -164,6 +194,15 @@ class Model:
 
     def param_count(self) -> int:
         return count_params(self.abstract_variables()["params"])
+
+
+def _restore_dtypes(new: Any, old: Any) -> Any:
+    """``new`` (a state collection after a call) with floating leaves cast to the dtypes of ``old``'s leaves, when the
+    two have the same structure (a collection the call may reshape, e.g. a cache, is left as it is)."""
+    try:
+        return cast_like(new, old)
+    except (ValueError, TypeError):
+        return new
 
 
 @dataclasses.dataclass(frozen=True)

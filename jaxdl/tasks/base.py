@@ -24,6 +24,7 @@ sqrt(mse)``, ``perplexity = exp(loss per token)``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import zlib
@@ -33,6 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxdl import precision as precision_lib
 from jaxdl.models import Model
 
 Batch = dict[str, jax.Array]
@@ -78,6 +80,8 @@ class Task:
       inputs: the batch names fed to the model(s); targets: the names the loss reads.
       derived: metrics computed on the host from finalised statistics.
       monitor: default monitored metric (``val/<name>``) for early stopping and sweep reports.
+      precision: the mixed-precision policy (:mod:`jaxdl.precision`) its models compute with; set by
+        :meth:`with_precision`.
     """
 
     name: str = "task"
@@ -86,6 +90,7 @@ class Task:
     rng_streams: tuple[str, ...] = ("dropout",)
     derived: tuple[Derived, ...] = ()
     monitor: str = "val/loss"
+    precision: precision_lib.Policy = precision_lib.FP32
 
     def __init__(self, models: dict[str, Model], inputs: tuple[str, ...], targets: tuple[str, ...]):
         missing = [p for p in self.players if p not in models]
@@ -94,6 +99,16 @@ class Task:
         self.models = dict(models)
         self.inputs = tuple(inputs)
         self.targets = tuple(targets)
+
+    def with_precision(self, policy: precision_lib.Policy) -> Task:
+        """A copy of this task whose players compute in ``policy``'s dtype (variables stay float32; see
+        :meth:`jaxdl.models.Model.with_compute_dtype`). Training and evaluation steps built from it use it."""
+        if policy == self.precision:
+            return self
+        out = copy.copy(self)
+        out.models = {p: m.with_compute_dtype(policy.compute_dtype) for p, m in self.models.items()}
+        out.precision = policy
+        return out
 
     # ---------------------------------------------------------------------------------------------------------------
     @property
@@ -193,6 +208,14 @@ class Task:
           player's model state after the call.
         """
         raise NotImplementedError
+
+    def loss_weight(self, player: str, stats: Stats) -> jax.Array | None:
+        """The denominator of ``player``'s loss in its statistics — the loss is ``stats[...][0] / weight`` — so
+        gradient accumulation can weigh each micro-batch's gradient by its share (exact for masked or token-count
+        losses). Default: the weight of ``stats["loss"]``; None (equal micro-batch weights) when there is none."""
+        del player
+        pair = stats.get("loss")
+        return None if pair is None else pair[1]
 
     def eval_stats(self, params: dict[str, Any], model_state: dict[str, Any], batch: Batch, hp: HParams) -> Stats:
         """Evaluation statistics of one (masked) batch: by default every player's loss statistics in eval mode."""

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl import data as data_lib
-from jaxdl import models, optim, tasks
+from jaxdl import models, optim, precision, tasks
 from jaxdl.config import Config, check_types, check_values
 from jaxdl.errors import ConfigError, DataError
 from jaxdl.train.step import TrainState, init_state, make_eval_step, make_hparams, make_train_step, uses_dropout
@@ -172,11 +172,13 @@ def setup(cfg: Config, dataset=None, dropout: bool | None = None, *, model: Any 
     total = cfg.train.steps if cfg.train.steps is not None else cfg.train.epochs * steps_per_epoch
     dropout = uses_dropout([cfg]) if dropout is None else dropout
     task = tasks.TASKS[task_name].build(cfg, ds, net, dropout=dropout)
+    task = task.with_precision(precision.policy(cfg.train.precision))
     check_monitor(cfg, task)
     check_players(cfg, task)
     optimizers = {player: optim.build(player_optim(cfg, task, player), total) for player in task.players}
     hp = make_hparams(cfg)
-    s = Setup(cfg, ds, task, optimizers, hp, make_train_step(task, optimizers), make_eval_step(task),
+    s = Setup(cfg, ds, task, optimizers, hp, make_train_step(task, optimizers, cfg.train.accumulate),
+              make_eval_step(task),
               steps_per_epoch, total, dropout=dropout, user_model=user)
     check_shapes(s)
     return s

@@ -13,23 +13,27 @@ static order, each by its own optimizer, and its loss returns additive ``(sum, w
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxdl import augment as augment_lib
 from jaxdl import optim
+from jaxdl import precision as precision_lib
 from jaxdl.config import Config
+from jaxdl.errors import ConfigError
 from jaxdl.tasks import TASKS, Task
 
 Batch = dict[str, jax.Array]
 HParams = dict[str, jax.Array]
 
 
-class TrainState(flax.struct.PyTreeNode):
+@jax.tree_util.register_pytree_with_keys_class
+@dataclasses.dataclass(frozen=True)
+class TrainState:
     """Everything that changes during training, as one pytree (a population is the same with a leading axis)."""
 
     step: jax.Array  # int32 scalar: optimisation steps taken
@@ -38,6 +42,26 @@ class TrainState(flax.struct.PyTreeNode):
     model_state: Any  # non-parameter collections, e.g. {"batch_stats": ...}
     opt_state: Any
     rng: jax.Array  # base key; step t uses fold_in(rng, t)
+    # fp16's dynamic loss scale (jaxdl.precision.LossScale); None otherwise. A None field is not a child of the
+    # pytree at all, so fp32/bf16 states (and their checkpoints) have exactly the leaves and keys they always had.
+    loss_scale: Any = None
+
+    _FIELDS = ("step", "params", "model_state", "opt_state", "rng")
+
+    def replace(self, **changes) -> TrainState:
+        return dataclasses.replace(self, **changes)
+
+    def tree_flatten_with_keys(self):
+        names = self._FIELDS + (("loss_scale",) if self.loss_scale is not None else ())
+        return [(jax.tree_util.GetAttrKey(n), getattr(self, n)) for n in names], names
+
+    def tree_flatten(self):
+        children, names = self.tree_flatten_with_keys()
+        return [c for _, c in children], names
+
+    @classmethod
+    def tree_unflatten(cls, names, children):
+        return cls(**dict(zip(names, children)))
 
 
 # Config fields outside ``optim`` that enter the step as arrays (model.dropout, loss.label_smoothing …).
@@ -151,7 +175,8 @@ def global_norm(tree: Any) -> jax.Array:
 
 def init_state(task: Task, optimizers: dict[str, optim.Optimizer], example_batch: Batch, seed: int | jax.Array,
                hp: HParams) -> TrainState:
-    """Initialise every player's variables (key ``split(seed_key)[0]``) and optimizer state. Pure; vmappable."""
+    """Initialise every player's variables (key ``split(seed_key)[0]``) and optimizer state, plus the loss-scale
+    state of an fp16 task (``task.precision``). Pure; vmappable."""
     key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
     init_key, step_key = jax.random.split(key)
     variables = task.init(init_key, example_batch)
@@ -160,10 +185,32 @@ def init_state(task: Task, optimizers: dict[str, optim.Optimizer], example_batch
     opt_state = {p: optimizers[p].init(params[p], player_hparams(task, hp, p)) for p in task.players}
     return TrainState(step=jnp.zeros((), jnp.int32), params=from_players(task, params),
                       model_state=from_players(task, model_state), opt_state=from_players(task, opt_state),
-                      rng=step_key)
+                      rng=step_key, loss_scale=precision_lib.init_loss_scale(task.precision))
 
 
-def make_train_step(task: Task, optimizers: dict[str, optim.Optimizer]):
+def micro_batches(batch: Batch, k: int) -> Batch:
+    """``batch`` cut into ``k`` micro-batches, strided: every array ``(B, ...)`` becomes ``(k, B/k, ...)`` with
+    micro-batch ``i`` holding examples ``i, i+k, i+2k, …``. A batch sharded over devices on its leading axis stays
+    sharded the same way in every micro-batch (each device's rows contribute to every micro-batch), so accumulation
+    needs no data movement.
+
+    Raises:
+      ConfigError: when ``k`` does not divide an array's leading size, naming ``train.accumulate`` and the array.
+    """
+    def split(path, x):
+        if x.shape[0] % k:
+            raise ConfigError(f"train.accumulate={k} must divide the batch size: batch array "
+                              f"{jax.tree_util.keystr(path)} has shape {tuple(x.shape)}")
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)  # (B, ...) -> (k, B/k, ...)
+
+    return jax.tree_util.tree_map_with_path(split, batch)
+
+
+def _weighted_sum(acc: Any, tree: Any, w: jax.Array) -> Any:
+    return jax.tree.map(lambda a, x: a + w * x, acc, tree)
+
+
+def make_train_step(task: Task, optimizers: dict[str, optim.Optimizer], accumulate: int = 1):
     """``train_step(state, batch, hp) -> (state, metrics)``.
 
     The step key ``fold_in(rng, step)`` gives the task's named RNG streams; the task prepares the batch (e.g.
@@ -171,22 +218,79 @@ def make_train_step(task: Task, optimizers: dict[str, optim.Optimizer]):
     the other players' current parameters held fixed. Metrics: ``loss`` and ``grad_norm`` (single player) or
     ``<player>/loss`` and ``<player>/grad_norm`` (and ``loss``: the first player's), ``lr``, ``finite`` (every loss
     and gradient norm finite: a member failing it is frozen by the loop) and ``stats`` (``{name: (sum, weight)}``).
+
+    **Precision** (``task.precision``, see :mod:`jaxdl.precision`): the task's models compute in the policy's dtype;
+    everything here stays float32. Under fp16 the loss is multiplied by ``state.loss_scale.scale`` before
+    differentiating and the gradients divided by it; if any player's gradients (or loss) are not finite the whole
+    step is skipped — parameters, optimizer and model state keep their values, the step's statistics count nothing,
+    the scale halves — and ``finite`` stays True (a handled overflow is not a divergence) unless the scale was
+    already at its minimum. Extra metrics under fp16: ``loss_scale`` (the scale the step used) and ``skipped`` (steps
+    skipped so far).
+
+    **Accumulation** (``accumulate = k > 1``): each player's gradient is accumulated over ``k`` strided micro-batches
+    (:func:`micro_batches`) in a ``lax.scan`` — only one micro-batch's activations are live — then applied in one
+    optimizer update. Micro-batch ``i`` is weighted by its share of the loss weight (:meth:`Task.loss_weight`: the
+    examples, tokens or elements its loss averages over), so the update equals one step on the whole batch for
+    models without batch statistics. Batch norm normalises each micro-batch with its own statistics (ghost batch
+    norm) and updates the running statistics once per micro-batch, in order. Micro-batch ``i`` draws its RNG streams
+    from ``fold_in(step key, i)`` (with ``k = 1`` the step key itself, as always); ``task.prepare`` (augmentation)
+    runs once on the whole batch.
     """
+    if not isinstance(accumulate, int) or accumulate < 1:
+        raise ConfigError(f"train.accumulate: expected a positive integer, got {accumulate!r}")
     single = len(task.players) == 1
+    policy = task.precision
+    scaling = policy.loss_scaling
+
+    def gradients(player, params, model_state, batch, step_key, rngs, hp, scale):
+        """``(loss, stats, model_state, grads)`` of ``player`` on ``batch`` (grads unscaled, float32)."""
+        def objective(p, model_state, batch, rngs):
+            loss, (s, new_state) = task.loss(player, {**params, player: p}, model_state, batch, rngs, hp, True)
+            return (loss * scale if scaling else loss), (loss, s, new_state)
+
+        grad_fn = jax.grad(objective, has_aux=True)
+        if accumulate == 1:
+            grads, (loss, s, model_state) = grad_fn(params[player], model_state, batch, rngs)
+        else:
+            micro = micro_batches(batch, accumulate)  # every leaf (k, B/k, ...)
+            first = jax.tree.map(lambda x: x[0], micro)
+            shapes = jax.eval_shape(grad_fn, params[player], model_state, first, task.rngs(step_key))
+            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (shapes[0], shapes[1][1]))
+
+            def body(carry, xs):
+                model_state, g_acc, s_acc, l_acc, w_acc = carry
+                i, mb = xs
+                g, (loss, s, model_state) = grad_fn(params[player], model_state, mb,
+                                                    task.rngs(jax.random.fold_in(step_key, i)))
+                w = task.loss_weight(player, s)
+                w = jnp.ones((), jnp.float32) if w is None else jnp.asarray(w, jnp.float32)
+                s_acc = jax.tree.map(jnp.add, s_acc, s)  # (sum, weight) statistics are additive
+                return (model_state, _weighted_sum(g_acc, g, w), s_acc, l_acc + w * loss, w_acc + w), None
+
+            init = (model_state, zeros[0], zeros[1], jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+            (model_state, g_sum, s, l_sum, w_sum), _ = jax.lax.scan(body, init,
+                                                                     (jnp.arange(accumulate), micro))
+            # sum_i w_i * grad(loss_i) / sum_i w_i = grad(sum of the loss numerators / total weight)
+            denom = jnp.where(w_sum > 0, w_sum, 1.0)
+            grads = jax.tree.map(lambda g: g / denom, g_sum)
+            loss = l_sum / denom
+        if scaling:
+            grads = jax.tree.map(lambda g: g / scale, grads)
+        return loss, s, model_state, grads
 
     def train_step(state: TrainState, batch: Batch, hp: HParams):
-        rngs = task.rngs(jax.random.fold_in(state.rng, state.step))
+        step_key = jax.random.fold_in(state.rng, state.step)
+        rngs = task.rngs(step_key)
         batch = task.prepare(batch, rngs, hp)
         params, model_state = by_player(task, state.params), by_player(task, state.model_state)
         opt_state = by_player(task, state.opt_state)
+        scale = state.loss_scale.scale if scaling else None
         metrics: dict[str, Any] = {}
         stats: dict[str, Any] = {}
         finite = jnp.asarray(True)
         for player in task.update_order:
-            def objective(p, player=player, params=params, model_state=model_state):
-                return task.loss(player, {**params, player: p}, model_state, batch, rngs, hp, True)
-
-            (loss, (s, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(params[player])
+            loss, s, model_state, grads = gradients(player, params, model_state, batch, step_key, rngs, hp,
+                                                    scale)
             php = player_hparams(task, hp, player)
             updates, new_opt = optimizers[player].update(grads, opt_state[player], params[player], php, state.step)
             params = {**params, player: optax.apply_updates(params[player], updates)}
@@ -202,9 +306,17 @@ def make_train_step(task: Task, optimizers: dict[str, optim.Optimizer]):
                 metrics[f"{player}/lr"] = optimizers[player].lr(php, state.step)
             metrics.setdefault("loss", loss)
         first = task.players[0]
-        metrics.update(lr=optimizers[first].lr(hp, state.step), finite=finite, stats=stats)
         new_state = state.replace(step=state.step + 1, params=from_players(task, params),
                                   model_state=from_players(task, model_state), opt_state=from_players(task, opt_state))
+        if scaling:
+            # an overflow skips the whole step: every player's variables keep their values, the data moves on
+            kept = state.replace(step=state.step + 1)
+            new_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_state, kept)
+            new_state = new_state.replace(loss_scale=precision_lib.next_loss_scale(state.loss_scale, finite, policy))
+            stats = jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), stats)
+            metrics.update(loss_scale=scale, skipped=new_state.loss_scale.skipped)
+            finite = finite | (scale > policy.min_scale)  # handled by the scale, unless it cannot shrink further
+        metrics.update(lr=optimizers[first].lr(hp, state.step), finite=finite, stats=stats)
         return new_state, metrics
 
     return train_step
