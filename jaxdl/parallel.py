@@ -1,8 +1,11 @@
-"""Device placement for populations: the member axis of a fused group is sharded over the devices.
+"""Device placement: a 2-D mesh ``("pop", "data")`` over the devices.
 
-Uses ``jit`` + ``Mesh``/``NamedSharding`` (no ``pmap``): the stacked state, the per-member hyperparameters and masks
-are placed with ``PartitionSpec("pop")`` on their leading axis and the compiled program follows that placement, so
-each device trains its share of the members. Nothing in the step itself depends on the device count.
+Uses ``jit`` + ``Mesh``/``NamedSharding`` (no ``pmap``). A fused population's stacked state, per-member
+hyperparameters and masks are placed with ``PartitionSpec("pop")`` on their member axis; training batches are split
+over ``data`` on their example axis (``("pop", "data")`` for a population's (members, batch, …) batches); a single
+run's state is replicated. The compiled program follows that placement: each device trains its members' share of
+the batch, batch-norm statistics and metrics are reduced over the global batch by the compiler. Nothing in the step
+depends on the device count, so results equal the one-device run's up to the order of float additions.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 POP_AXIS = "pop"
@@ -30,24 +34,107 @@ def parse_mesh(spec: str) -> tuple[int, int] | None:
                       f"8 devices, 4x2 for 4 member shards of 2 devices each), got {spec!r}")
 
 
-def population_mesh(members: int, devices=None) -> jax.sharding.Mesh | None:
-    """A 1-D mesh over the devices for ``members`` members, or None when there is one device or the members do not
-    divide evenly over them (then the population stays on the default device)."""
+def _largest_divisor(n: int, of: int) -> int:
+    """The largest divisor of ``n`` that also divides ``of``."""
+    return max(d for d in range(1, n + 1) if n % d == 0 and of % d == 0)
+
+
+def make_mesh(pop: int, data: int, devices=None) -> jax.sharding.Mesh:
+    """A ``("pop", "data")`` mesh over the first ``pop * data`` of ``devices`` (default: every device)."""
+    devices = list(devices if devices is not None else jax.devices())[:pop * data]
+    return jax.make_mesh((pop, data), (POP_AXIS, DATA_AXIS), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def resolve_mesh(spec: str, members: int, batch_size: int, devices=None) -> jax.sharding.Mesh | None:
+    """The mesh of ``train.mesh`` for a group of ``members`` (1 for a run trained alone) whose per-device work is
+    cut from batches of ``batch_size`` (the micro-batch under ``train.accumulate``); None means one device.
+
+    ``auto`` uses every device: the pop axis takes the largest share that divides the members (members need no
+    communication), the data axis the largest share of the rest that divides the batch. Devices neither axis can
+    use stay idle (e.g. 3 members with a batch of 6 on 8 devices train on 1 × 6).
+    """
+    from jaxdl.errors import ConfigError
+
     devices = list(devices if devices is not None else jax.devices())
     n = len(devices)
-    if n <= 1 or members % n:
+    parsed = parse_mesh(spec)
+    if parsed is None:
+        pop = _largest_divisor(n, members)
+        data = _largest_divisor(n // pop, batch_size)
+    else:
+        pop, data = parsed
+        if pop * data > n:
+            raise ConfigError(f"train.mesh={spec}: a {pop} x {data} mesh needs {pop * data} devices, "
+                              f"{n} are available")
+        if members % pop:
+            raise ConfigError(f"train.mesh={spec}: the pop axis ({pop}) must divide the group's members ({members}; "
+                              "a run trained alone has 1)")
+        if batch_size % data:
+            raise ConfigError(f"train.mesh={spec}: the data axis ({data}) must divide the batch of {batch_size} "
+                              "(train.batch_size / train.accumulate)")
+    if pop * data == 1:
         return None
-    return jax.make_mesh((n,), (POP_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    return make_mesh(pop, data, devices)
+
+
+def axis_size(mesh: jax.sharding.Mesh | None, axis: str) -> int:
+    return 1 if mesh is None else int(mesh.shape[axis])
+
+
+def state_spec(fused: bool) -> PartitionSpec:
+    """Per-member trees (state, hyperparameters, masks): member axis over ``pop``; a single run's are replicated."""
+    return PartitionSpec(POP_AXIS) if fused else PartitionSpec()
+
+
+def batch_spec(fused: bool) -> PartitionSpec:
+    """Training batches: examples over ``data`` (a population's batches are (members, batch, …))."""
+    return PartitionSpec(POP_AXIS, DATA_AXIS) if fused else PartitionSpec(DATA_AXIS)
+
+
+def sharding(mesh: jax.sharding.Mesh | None, spec: PartitionSpec) -> NamedSharding | None:
+    return None if mesh is None else NamedSharding(mesh, spec)
+
+
+def place(tree: Any, mesh: jax.sharding.Mesh | None, spec: PartitionSpec) -> Any:
+    """``tree`` placed on ``mesh`` with ``spec`` on every leaf (a no-op without a mesh). In a multi-process run every
+    process passes the same global host values (or its own share: see :func:`place_local`)."""
+    if mesh is None:
+        return tree
+    target = NamedSharding(mesh, spec)
+    if jax.process_count() > 1:
+        def put(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+        return jax.tree.map(put, jax.device_get(tree))
+    return jax.device_put(tree, target)
+
+
+def place_local(tree: Any, mesh: jax.sharding.Mesh | None, spec: PartitionSpec, global_shape_of) -> Any:
+    """Assemble global arrays from each process's own rows (multi-process data feeding): ``tree`` holds this
+    process's share of a batch; ``global_shape_of(x)`` gives the global shape of a leaf."""
+    target = NamedSharding(mesh, spec)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(target, np.asarray(x), global_shape_of(x)),
+                        tree)
+
+
+def constrain(tree: Any, mesh: jax.sharding.Mesh | None, spec: PartitionSpec) -> Any:
+    """Inside a jitted function: ask for ``spec`` on every leaf (a no-op without a mesh)."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
 
 def shard_population(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
-    """Place every leaf's leading (member) axis over ``mesh``; a no-op without a mesh."""
-    if mesh is None:
-        return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(POP_AXIS)))
+    """Place every leaf's leading (member) axis over ``mesh``'s pop axis; a no-op without a mesh."""
+    return place(tree, mesh, PartitionSpec(POP_AXIS))
 
 
-def describe(mesh: jax.sharding.Mesh | None) -> dict[str, Any]:
+def describe(mesh: jax.sharding.Mesh | None, spec: str = "auto") -> dict[str, Any]:
+    """The placement recorded in ``config.json``: the mesh requested and the one resolved."""
+    info = {"mesh": spec, "processes": jax.process_count()}
     if mesh is None:
-        return {"devices": 1, "sharded": False}
-    return {"devices": int(mesh.devices.size), "sharded": True, "axis": POP_AXIS}
+        return {**info, "devices": 1, "sharded": False, "shape": {POP_AXIS: 1, DATA_AXIS: 1}}
+    return {**info, "devices": int(mesh.devices.size), "sharded": True,
+            "shape": {k: int(v) for k, v in mesh.shape.items()},
+            "platform": mesh.devices.flat[0].platform}

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import data as data_lib
+from jaxdl import parallel
 from jaxdl.errors import JaxdlError
 from jaxdl.train.population import select
 
@@ -56,8 +57,10 @@ def scan_runner(s):
     batch_size = s.cfg.train.batch_size
     chunk_len = max(1, min(s.cfg.train.chunk_steps, s.steps_per_epoch, s.total_steps))
     split = s.dataset.train
-    storage = jax.device_put(split.storage())
+    mesh = s.mesh
+    storage = parallel.place(split.storage(), mesh, parallel.PartitionSpec())  # replicated: any device cuts its rows
     step_fn = advance(s)
+    spec = parallel.batch_spec(s.fused)
 
     def chunk(state, active, hp, storage, perm, offset, n):
         def step(carry, i):
@@ -67,7 +70,8 @@ def scan_runner(s):
                 idx = jax.lax.dynamic_slice(perm, (0, start), (perm.shape[0], batch_size))  # (P, B)
             else:
                 idx = jax.lax.dynamic_slice(perm, (start,), (batch_size,))  # (B,)
-            st, act, metrics = step_fn(st, act, split.gather(storage, idx), hp)
+            batch = parallel.constrain(split.gather(storage, idx), mesh, spec)
+            st, act, metrics = step_fn(st, act, batch, hp)
             return (st, act), metrics
 
         def body(carry, i):
@@ -78,13 +82,13 @@ def scan_runner(s):
         (state, active), metrics = jax.lax.scan(body, (state, active), jnp.arange(chunk_len))
         return state, active, metrics
 
-    compiled = jax.jit(chunk, donate_argnums=0)
+    compiled = jax.jit(chunk, donate_argnums=0, **out_placement(s))
     cache: dict[tuple, jax.Array] = {}  # epoch orders on the device: this segment's epoch and the next
 
     def perms(seeds, epoch):
         key = (tuple(seeds), epoch)
         if key not in cache:
-            cache[key] = jax.device_put(epoch_orders(s, seeds, epoch))
+            cache[key] = parallel.place(epoch_orders(s, seeds, epoch), mesh, parallel.state_spec(s.fused))
         return cache[key]
 
     def run(state, active, hp, seeds, epoch, offset, length):
@@ -104,12 +108,23 @@ def scan_runner(s):
     return run
 
 
+def out_placement(s) -> dict:
+    """``jit`` keyword arguments that keep a runner's outputs where its inputs live — state and masks as placed,
+    metrics replicated (every process can read them) — so the next dispatch reuses the same compiled program."""
+    if s.mesh is None:
+        return {}
+    per_member = parallel.sharding(s.mesh, parallel.state_spec(s.fused))
+    return {"out_shardings": (per_member, per_member, parallel.sharding(s.mesh, parallel.PartitionSpec()))}
+
+
 class Prefetcher:
-    """Iterate ``batches`` in a background thread, keeping up to ``size`` device batches in flight."""
+    """Iterate ``batches`` in a background thread, keeping up to ``size`` device batches in flight (``put`` places
+    each one: default device, or sharded over a mesh)."""
 
     _DONE = object()
 
-    def __init__(self, batches, size: int):
+    def __init__(self, batches, size: int, put=jax.device_put):
+        self._put = put
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, args=(iter(batches),), daemon=True)
@@ -118,7 +133,7 @@ class Prefetcher:
     def _work(self, it):
         try:
             for batch in it:
-                self._queue.put(jax.device_put(batch))
+                self._queue.put(self._put(batch))
         except BaseException as e:  # noqa: BLE001 — re-raised in the consumer
             self._error = e
         self._queue.put(self._DONE)
@@ -133,20 +148,46 @@ class Prefetcher:
             yield item
 
 
-def host_batches(split, batch_size: int, perm: np.ndarray, offset: int, length: int):
-    """Batches ``offset … offset+length-1`` of an epoch order ``perm`` ((n,) or per member (P, n)), on the host."""
+def host_batches(split, batch_size: int, perm: np.ndarray, offset: int, length: int, share: tuple[int, int] = (0, 1)):
+    """Batches ``offset … offset+length-1`` of an epoch order ``perm`` ((n,) or per member (P, n)), on the host.
+
+    ``share = (i, n)``: only rows ``i*B/n … (i+1)*B/n - 1`` of each batch (process ``i`` of ``n`` reads its own share
+    of the data)."""
+    part, parts = share
+    rows = batch_size // parts
     for i in range(offset, offset + length):
-        yield split.batch(perm[..., i * batch_size:(i + 1) * batch_size])  # idx (B,) or (P, B)
+        idx = perm[..., i * batch_size:(i + 1) * batch_size]  # (B,) or (P, B)
+        yield split.batch(idx[..., part * rows:(part + 1) * rows])
+
+
+def batch_placer(s):
+    """How host batches reach the devices: the default device; sharded over the mesh; or, with several processes,
+    assembled from each process's own rows (``make_array_from_process_local_data``)."""
+    if s.mesh is None:
+        return jax.device_put, (0, 1)
+    spec = parallel.batch_spec(s.fused)
+    if jax.process_count() == 1:
+        return (lambda b: parallel.place(b, s.mesh, spec)), (0, 1)
+    axis = 1 if s.fused else 0
+    procs = jax.process_count()
+
+    def put(b):
+        def global_shape(x):
+            return x.shape[:axis] + (x.shape[axis] * procs,) + x.shape[axis + 1:]
+        return parallel.place_local(b, s.mesh, spec, global_shape)
+
+    return put, (jax.process_index(), procs)
 
 
 def host_runner(s):
     """One jitted step per dispatch, fed by a prefetching host iterator."""
-    step = jax.jit(advance(s), donate_argnums=0)
+    step = jax.jit(advance(s), donate_argnums=0, **out_placement(s))
+    put, share = batch_placer(s)
 
     def run(state, active, hp, seeds, epoch, offset, length):
         perm = epoch_orders(s, seeds, epoch)
-        batches = Prefetcher(host_batches(s.dataset.train, s.cfg.train.batch_size, perm, offset, length),
-                             s.cfg.train.prefetch)
+        batches = Prefetcher(host_batches(s.dataset.train, s.cfg.train.batch_size, perm, offset, length, share),
+                             s.cfg.train.prefetch, put)
         metrics = []
         for batch in batches:
             state, active, m = step(state, active, batch, hp)

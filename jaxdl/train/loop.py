@@ -267,8 +267,8 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             m.fresh_start(resume=resume, restart=restart)
     active_host = np.array([m.status == "running" for m in runs])
     active = jax.numpy.asarray(active_host) if fused else jax.numpy.asarray(bool(active_host[0]))
-    mesh = parallel.population_mesh(count) if fused else None
-    state, hp, active = parallel.shard_population((state, hp, active), mesh)
+    mesh = programs.place(count)
+    state, hp, active = parallel.place((state, hp, active), mesh, parallel.state_spec(fused))
     # one-by-one members share the programs, so the driver choice covers the whole group's steps
     driver, driver_info = programs.choose_driver(state, active, hp, seeds,
                                                  s.total_steps * (1 if fused else max(members, 1)),
@@ -279,7 +279,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     for m in runs:
         rundir.write_config(m.run_dir, m.cfg, driver=driver_info, data=s.dataset.describe(), params=n_params,
                             resumed_from=step if restored else None, fused=fused, group_members=members,
-                            placement=parallel.describe(mesh), pretrained=pretrained, task=task.describe(),
+                            placement=parallel.describe(mesh, t.mesh), pretrained=pretrained, task=task.describe(),
                             model_name=s.model_name, **extra)
     run = programs.runner(driver)
     evaluate = programs.evaluate
@@ -350,7 +350,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                         m.status = "stopped"
                         active_host[i] = False
                 if fused:
-                    active = parallel.shard_population(jax.numpy.asarray(active_host), mesh)
+                    active = parallel.place(jax.numpy.asarray(active_host), mesh, parallel.state_spec(fused))
             preempted = preemption.signum is not None and step < s.total_steps
             if is_ckpt(step) or not active_host.any() or preempted:
                 elapsed = time.perf_counter() - wall0

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import parallel
 from jaxdl.train.drivers import RUNNERS
 from jaxdl.train.population import member, stack_members, to_host
 from jaxdl.train.probe import choose_driver
@@ -23,9 +24,13 @@ def make_evaluator(s: Setup, fused: bool = False):
     task's ``(sum, weight)`` statistics are summed over the batches in float64 on the host and finalised once
     (:meth:`jaxdl.tasks.Task.finalize`): class-weighted and per-token losses aggregate exactly.
     """
-    step = jax.jit(jax.vmap(s.eval_step, in_axes=(0, 0, None, 0)) if fused else s.eval_step)
+    mesh = s.mesh
     # one batch shape for every split: a single compilation
     bs = max(1, min(s.cfg.train.eval_batch_size, max(len(s.dataset.val), len(s.dataset.test), 1)))
+    spread = mesh is not None and bs % parallel.axis_size(mesh, parallel.DATA_AXIS) == 0
+    spec = parallel.PartitionSpec(parallel.DATA_AXIS) if spread else parallel.PartitionSpec()
+    out = {} if mesh is None else {"out_shardings": parallel.sharding(mesh, parallel.PartitionSpec())}
+    step = jax.jit(jax.vmap(s.eval_step, in_axes=(0, 0, None, 0)) if fused else s.eval_step, **out)
 
     def evaluate(params, model_state, split, hp) -> list[dict[str, float]]:
         n = len(split)
@@ -35,7 +40,8 @@ def make_evaluator(s: Setup, fused: bool = False):
             mask = np.zeros(bs, np.float32)
             mask[:len(idx)] = 1.0
             idx = np.concatenate([idx, np.zeros(bs - len(idx), idx.dtype)])
-            outs.append(step(params, model_state, {**split.batch(idx), "mask": mask}, hp))
+            batch = parallel.place({**split.batch(idx), "mask": mask}, mesh, spec)  # examples over the data axis
+            outs.append(step(params, model_state, batch, hp))
         if not outs:
             return []
         totals = jax.tree.map(lambda *xs: np.sum(np.stack([np.asarray(x, np.float64) for x in xs]), axis=0),
@@ -68,6 +74,18 @@ class Programs:
         else:
             example = example_batch(s)
             self._init = jax.jit(lambda key, hp: init_state(s.task, s.optimizers, example, key, hp))
+
+    def place(self, members: int) -> jax.sharding.Mesh | None:
+        """Resolve ``train.mesh`` for a unit of ``members`` runs (fused) or one run; the drivers and the evaluator
+        are rebuilt when the mesh changes."""
+        t = self.s.cfg.train
+        mesh = parallel.resolve_mesh(t.mesh, members if self.s.fused else 1, t.batch_size // t.accumulate)
+        if mesh != self.s.mesh:
+            self.s.mesh = mesh
+            self.runners.clear()
+            self.driver = None
+            self.evaluate = make_evaluator(self.s, self.s.fused)
+        return mesh
 
     def init(self, seeds: list[int], hp) -> TrainState:
         """The initial state of one run, or of a population: each member initialised by the single-run program

@@ -41,6 +41,7 @@ class Setup:
     fused: bool = False  # a population trained as one vmapped program
     dropout: bool = True  # the step draws dropout masks (False: every member's rate is 0, see uses_dropout)
     user_model: bool = False  # the model came from Python (fit(model=...)), not from cfg.model
+    mesh: Any = None  # the ("pop", "data") device mesh the programs are placed on (None: one device)
 
     @property
     def model(self) -> models.Model:
