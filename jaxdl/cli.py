@@ -1,4 +1,4 @@
-"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | convert | generate | models``.
+"""Command line: ``jaxdl train | eval | resume | sweep | report | explain | convert | generate | models | bench``.
 
     jaxdl train configs/digits_mlp.py optim.lr=3e-3 model.widths=256,128 [--workdir DIR]
     jaxdl train configs/digits_mlp.py:smoke
@@ -12,6 +12,7 @@
     jaxdl generate --prompt "The capital of France is" [--prompt ...] [--packaged NAME | --gguf FILE] [--max-tokens 32]
                    [--stop TOKEN]
     jaxdl models
+    jaxdl bench [--models mlp,lenet5] [--rounds 3] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -384,6 +385,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from jaxdl import bench, compile_cache
+
+    models = bench.parse_models(args.models)
+    if not args.compile_cache:  # compile times are cold compiles, not loads of an earlier run's programs
+        compile_cache.disable()
+    result = bench.run(models, rounds=args.rounds, steps=args.steps, torch_threads=args.torch_threads, tiny=args.tiny,
+                       peak_tflops=args.peak_tflops)
+    bench.print_table(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxdl", description="JAX deep-learning research library")
     sub = p.add_subparsers(dest="command", required=True)
@@ -484,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list registered models with parameter counts")
     m.set_defaults(fn=cmd_models)
+
+    b = sub.add_parser("bench", help="training steps/s and compile time of each model family against the same model "
+                       "in PyTorch")
+    b.add_argument("--models", default=None, help="comma-separated families (default all): mlp, lenet5, resnet18, "
+                   "resnet50, vgg11, efficientnet_b0, lstm, gpt, bert, t5, unet")
+    b.add_argument("--rounds", type=int, default=3, help="alternating jaxdl/PyTorch rounds (medians are reported)")
+    b.add_argument("--steps", type=int, default=None, help="timed steps per round and side (default: per family)")
+    b.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads for the PyTorch side")
+    b.add_argument("--tiny", action="store_true", help="tiny sizes (a smoke run, not a measurement)")
+    b.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak for MFU (default by device name)")
+    b.add_argument("--compile-cache", action="store_true", help="keep JAX's persistent compilation cache on (compile "
+                   "times are then loads of programs compiled before)")
+    b.add_argument("--json", default=None, help="also write the full result (raw rounds, machine) to this file")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 

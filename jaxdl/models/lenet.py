@@ -43,6 +43,18 @@ def fit_to_size(x: jax.Array, size: int) -> jax.Array:
     return jax.image.resize(x, (x.shape[0], size, size, c), method="bilinear")
 
 
+def pool_2x2(x: jax.Array, kind: str) -> jax.Array:
+    """2×2/2 max or average pooling of NHWC ``x`` as a reshape and a reduction: (B, H, W, C) -> (B, H/2, W/2, C).
+
+    The same values as ``nn.max_pool``/``nn.avg_pool`` with window = stride = 2 (an odd last row or column is dropped,
+    as there), but the gradient is elementwise instead of XLA's ``select_and_scatter`` / padded ``reduce_window``,
+    which on XLA:CPU made LeNet-5's training step ~1.4× slower (``scripts/results/cnn_profile.md``). A max tied
+    within a window shares its gradient among the tied inputs (ReLU's zeros have zero gradient anyway)."""
+    b, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2].reshape(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, 2, W/2, 2, C)
+    return x.max(axis=(2, 4)) if kind == "max" else x.mean(axis=(2, 4))
+
+
 class LeNet5(nn.Module):
     num_outputs: int
     activation: str = "tanh"
@@ -55,7 +67,7 @@ class LeNet5(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_rate: jax.Array | float | None = None):
         act = activation(self.activation)
-        pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
+        kind = "avg" if self.pool == "avg" else "max"
         if x.ndim == 3:
             x = x[..., None]  # (B, H, W) -> (B, H, W, 1)
         x = fit_to_size(x, self.input_size)  # (B, 32, 32, C)
@@ -66,9 +78,9 @@ class LeNet5(nn.Module):
             return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)(y)
 
         x = act(norm(nn.Conv(6, (5, 5), padding="VALID", name="c1")(x), "bn1"))  # (B, 28, 28, 6)
-        x = pool(x, (2, 2), strides=(2, 2))  # (B, 14, 14, 6)
+        x = pool_2x2(x, kind)  # (B, 14, 14, 6)
         x = act(norm(nn.Conv(16, (5, 5), padding="VALID", name="c3")(x), "bn3"))  # (B, 10, 10, 16)
-        x = pool(x, (2, 2), strides=(2, 2))  # (B, 5, 5, 16)
+        x = pool_2x2(x, kind)  # (B, 5, 5, 16)
         x = x.reshape(x.shape[0], -1)  # (B, 400)
         x = act(norm(nn.Dense(120, name="c5")(x), "bn5"))  # (B, 120)
         x = Dropout(self.dropout, name="drop5")(x, train=train, rate=dropout_rate)
