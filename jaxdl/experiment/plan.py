@@ -1,8 +1,9 @@
 """The planner: expand a sweep into runs, split each into its static signature and dynamic numbers, and group runs
 with equal signatures — each group can train as one vmapped program.
 
-Before anything trains, the plan lists groups, members, an estimate of the memory each member needs (from
-``jax.eval_shape``, nothing allocated) and how the group will be trained.
+Before anything trains, the plan lists groups, members, the memory a group needs — from the compiled step's
+``memory_analysis()``, activations included (:mod:`jaxdl.experiment.memory`) — and how the group will be trained. A
+group whose members do not fit the memory budget together is split into sub-groups that do.
 """
 
 from __future__ import annotations
@@ -10,19 +11,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
-
-import jax
-import numpy as np
 
 from jaxdl import config as config_lib
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError
+from jaxdl.experiment import memory
+from jaxdl.experiment.memory import MemoryEstimate, as_estimate
 from jaxdl.experiment.report import PIPE_WIDTH, make_console  # noqa: F401 — re-exported
 from jaxdl.experiment.sweep import Spec
-from jaxdl.train import dynamic_keys, signature
+from jaxdl.train import dynamic_keys, signature, uses_dropout
 
 
 @dataclasses.dataclass
@@ -45,6 +44,13 @@ class Group:
     runs: list[RunSpec]
     bytes_per_member: int = 0
     model_label: str | None = None  # a user's model (run_sweep(model=...)) instead of cfg.model
+    memory: MemoryEstimate | None = None
+    split_of: str | None = None  # the id of the signature's whole group when the budget split it
+
+    @property
+    def bytes_total(self) -> int:
+        """Estimated device bytes of the group trained fused."""
+        return self.memory.total(len(self.runs)) if self.memory else self.bytes_per_member * len(self.runs)
 
     @property
     def title(self) -> str:
@@ -60,6 +66,8 @@ class Plan:
     name: str
     groups: list[Group]
     skipped: list[tuple[dict[str, Any], str]]
+    budget: int | None = None  # bytes a fused group may use
+    budget_source: str = ""
 
     @property
     def runs(self) -> list[RunSpec]:
@@ -131,51 +139,43 @@ def expand(base: Config, spec: Spec, name: str, *, model_key: str | None = None
     return runs, skipped
 
 
-def member_bytes(cfg: Config, model: Any = None) -> int:
-    """Estimated device bytes one member needs while training: the state (parameters, optimizer and model state),
-    gradients and one batch — activations come on top (a lower bound, from ``jax.eval_shape``). ``model``: a user's
-    model instead of ``cfg.model``."""
-    from jaxdl.train import abstract_batch, initial_state, setup
-
-    s = setup(cfg, model=model)
-    state = jax.eval_shape(lambda: initial_state(s))
-    nbytes = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-    batch = nbytes(abstract_batch(s, cfg.train.batch_size))
-    return nbytes(state) + nbytes(state.params) + batch
+def member_bytes(cfg: Config, model: Any = None) -> MemoryEstimate:
+    """Estimated device bytes of a fused group of ``cfg``'s signature: the compiled step's ``memory_analysis()`` for
+    1 and 2 members, extrapolated linearly per member (:func:`jaxdl.experiment.memory.estimate`; cached).
+    ``model``: a user's model instead of ``cfg.model``. (A replacement returning plain bytes per member is taken as
+    a flat estimate.)"""
+    return memory.estimate(cfg, model)
 
 
 def memory_budget() -> int:
-    """Bytes a fused group may use: half the accelerator's memory, or a quarter of host RAM on CPU.
-    ``JAXDL_GROUP_MEMORY`` (bytes) overrides it."""
-    if os.environ.get("JAXDL_GROUP_MEMORY"):
-        return int(float(os.environ["JAXDL_GROUP_MEMORY"]))
-    device = jax.devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"] * 0.5)
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.25)
-    except (ValueError, OSError):
-        return 4 << 30
+    """Bytes a fused group may use (see :func:`jaxdl.experiment.memory.budget`); ``JAXDL_GROUP_MEMORY`` (bytes)
+    overrides it."""
+    return memory.budget()[0]
 
 
 def group(runs: list[RunSpec], budget: int | None = None, *, model: Any = None,
           model_label: str | None = None) -> list[Group]:
-    """Group runs by signature; split a group whose members do not fit ``budget`` bytes together. ``model``: a
-    user's model (named ``model_label``) that every run trains instead of its ``cfg.model``."""
+    """Group runs by signature; split a group whose members do not fit ``budget`` bytes together (default
+    :func:`memory_budget`) into the fewest sub-groups that do, of sizes as equal as possible. ``model``: a user's
+    model (named ``model_label``) that every run trains instead of its ``cfg.model``."""
     by_sig: dict[str, list[RunSpec]] = {}
     for r in runs:
         by_sig.setdefault(signature(r.config), []).append(r)
     budget = memory_budget() if budget is None else budget
     groups = []
     for sig, members in by_sig.items():
-        per = member_bytes(members[0].config) if model is None else member_bytes(members[0].config, model)
-        fit_n = max(1, budget // max(per, 1))
+        # a member that draws dropout masks, if any does: the group's step draws them for everyone
+        probe = next((r.config for r in members if uses_dropout([r.config])), members[0].config)
+        est = as_estimate(member_bytes(probe) if model is None else member_bytes(probe, model))
         base_id = hashlib.sha1(sig.encode()).hexdigest()[:10]
-        chunks = [members[i:i + fit_n] for i in range(0, len(members), fit_n)]
-        for k, chunk in enumerate(chunks):
-            gid = base_id if len(chunks) == 1 else f"{base_id}-{k}"
-            groups.append(Group(gid, sig, chunk, per, model_label))
+        sizes = memory.split_sizes(len(members), est.fit(budget))
+        start = 0
+        for k, size in enumerate(sizes):
+            chunk = members[start:start + size]
+            start += size
+            split = len(sizes) > 1
+            groups.append(Group(f"{base_id}-{k}" if split else base_id, sig, chunk, est.per_member, model_label,
+                                est, base_id if split else None))
     return groups
 
 
@@ -194,7 +194,10 @@ def build_plan(base: Config, spec: Spec, name: str, budget: int | None = None, *
     if label:
         for r in runs:
             r.labels = {"model": label, **r.labels}
-    return Plan(name, group(runs, budget, model=model, model_label=label), skipped)
+    source = "given"
+    if budget is None:
+        budget, source = memory.budget()
+    return Plan(name, group(runs, budget, model=model, model_label=label), skipped, budget, source)
 
 
 def swept_keys(plan: Plan) -> list[str]:
@@ -253,9 +256,10 @@ def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, 
             how = "alone"
         else:
             how = {"auto": "probe decides", "always": "fused", "never": "one by one"}[fuse]
-        table.add_row(g.id, g.title, str(len(g.runs)), format_bytes(g.bytes_per_member),
-                      format_bytes(g.bytes_per_member * len(g.runs)), how)
+        table.add_row(g.id, g.title, str(len(g.runs)), format_bytes(g.bytes_per_member), format_bytes(g.bytes_total),
+                      how)
     console.print(table)
+    print_memory(plan, console)
     if fuse == "auto":
         console.print("probe decides: a short timed run of the fused group against one member (x members) picks "
                       "the faster; decisions are cached per structure and device")
@@ -272,6 +276,40 @@ def print_plan(plan: Plan, fuse: str, decisions: dict[str, dict] | None = None, 
             for r in g.runs:
                 console.print(f"  {r.run_id}  {describe_member(r) or '(base config)'}", soft_wrap=True,
                               markup=False, highlight=False)
+
+
+def print_memory(plan: Plan, console) -> None:
+    """Where the memory columns come from, the budget, and the groups the budget split."""
+    say = lambda text: console.print(text, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+    sources = {g.memory.source for g in plan.groups if g.memory}
+    if "memory_analysis" in sources:
+        say("memory: from the compiled train step's memory_analysis() (temp + arguments + outputs - donated), "
+            "compiled for 1 and 2 members and extrapolated linearly per member; mem/group adds the training split "
+            "the scan driver keeps on the device")
+    if "state" in sources:
+        say("memory (groups without a compiled analysis on this backend): parameters, optimizer state, gradients "
+            "and a batch per member (activations not counted)")
+    if plan.budget is not None:
+        say(f"memory budget per group: {format_bytes(plan.budget)} ({plan.budget_source})")
+    splits: dict[str, list[Group]] = {}
+    for g in plan.groups:
+        if g.split_of:
+            splits.setdefault(g.split_of, []).append(g)
+    for base_id, parts in splits.items():
+        n = sum(len(g.runs) for g in parts)
+        est = parts[0].memory
+        whole = format_bytes(est.total(n)) if est else "?"
+        sizes: dict[int, list[Group]] = {}
+        for g in parts:
+            sizes.setdefault(len(g.runs), []).append(g)
+        each = ", ".join(f"{len(gs)} of {size} ({format_bytes(gs[0].bytes_total)} each)" for size, gs in sizes.items())
+        say(f"split: group {base_id} ({parts[0].title}, {n} members, {whole} fused) exceeds the budget: "
+            f"{len(parts)} sub-groups {parts[0].id} … {parts[-1].id}: {each}")
+    if plan.budget:
+        for g in plan.groups:
+            if g.memory and g.memory.total(1) > plan.budget and (g.split_of is None or g.id.endswith("-0")):
+                say(f"warning: one member of group {g.split_of or g.id} alone needs "
+                    f"{format_bytes(g.memory.total(1))}, more than the budget; it trains anyway, one member at a time")
 
 
 def sweep_dir_for(experiment: str | Path, workdir: str | Path | None, name: str | None = None) -> Path:

@@ -103,9 +103,9 @@ def test_planner_groups_by_static_signature():
 def test_planner_splits_groups_over_a_memory_budget():
     spec = grid(**{"seed": list(range(6))})
     one = build_plan(base(), spec, "t")
-    per = one.groups[0].bytes_per_member
-    plan = build_plan(base(), spec, "t", budget=per * 4)
-    assert sorted(len(g.runs) for g in plan.groups) == [2, 4]
+    room_for_4 = one.groups[0].memory.total(4)
+    plan = build_plan(base(), spec, "t", budget=room_for_4)
+    assert [len(g.runs) for g in plan.groups] == [3, 3]  # the fewest sub-groups that fit, of equal sizes
 
 
 def test_planner_skips_fields_an_architecture_lacks_but_not_typos():
