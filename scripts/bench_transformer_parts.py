@@ -71,59 +71,11 @@ def _fmt(v, spec=".2f"):
 
 
 def torch_gpt(m: dict[str, int], vocab: int):
-    """A GPT-2-style PyTorch module with jaxdl's ``DecoderLM`` layout; ``forward(idx, cache=None, pos=0)`` returns
-    logits (B, T, V); with ``cache`` (a list of per-layer (K, V) buffers (B, H, L, Dh)) it writes the new keys and
-    values at ``pos`` and attends over positions ``[0, pos + T)``."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+    """The PyTorch GPT that ``jaxdl bench`` also times (:func:`jaxdl.bench_torch.torch_gpt`: jaxdl's ``DecoderLM``
+    layout, an optional key/value cache); imported here so that torch loads only when it is used."""
+    from jaxdl.bench_torch import torch_gpt as build
 
-    from jaxdl.nn.transformer import LAYER_NORM_EPS
-
-    eps, d, h = LAYER_NORM_EPS["gpt2"], m["d_model"], m["heads"]
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1, self.ln_2 = nn.LayerNorm(d, eps=eps), nn.LayerNorm(d, eps=eps)
-            self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)  # q, k, v fused as in GPT-2's c_attn
-            self.fc_in, self.fc_out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
-
-        def forward(self, x, cache, pos):
-            B, T, _ = x.shape
-            q, k, v = self.qkv(self.ln_1(x)).split(d, dim=-1)  # 3 x (B, T, D)
-            q, k, v = (t.view(B, T, h, d // h).transpose(1, 2) for t in (q, k, v))  # (B, H, T, Dh)
-            if cache is None:
-                a = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, Dh)
-            else:
-                kc, vc = cache
-                kc[:, :, pos:pos + T], vc[:, :, pos:pos + T] = k, v
-                keys, values = kc[:, :, :pos + T], vc[:, :, :pos + T]  # (B, H, pos + T, Dh)
-                # new query i (position pos + i) sees keys 0 … pos + i
-                mask = None if T == 1 else (torch.arange(pos + T)[None, :] <= pos + torch.arange(T)[:, None])
-                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (B, H, T, Dh)
-            x = x + self.out(a.transpose(1, 2).reshape(B, T, d))  # (B, T, D)
-            return x + self.fc_out(F.gelu(self.fc_in(self.ln_2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(m["context"], d)
-            self.blocks = nn.ModuleList(Block() for _ in range(m["layers"]))
-            self.ln_f = nn.LayerNorm(d, eps=eps)
-
-        def forward(self, idx, cache=None, pos: int = 0):
-            T = idx.shape[1]
-            x = self.wte(idx) + self.wpe(torch.arange(pos, pos + T))  # (B, T, D)
-            for i, block in enumerate(self.blocks):
-                x = block(x, None if cache is None else cache[i], pos)
-            return self.ln_f(x) @ self.wte.weight.T  # (B, T, V): tied embeddings
-
-        def new_cache(self, batch: int, length: int):
-            shape = (batch, h, length, d // h)  # (B, H, L, Dh)
-            return [(torch.zeros(shape), torch.zeros(shape)) for _ in self.blocks]
-
-    return GPT()
+    return build(m, vocab)
 
 
 def copy_params_to_torch(params: dict[str, Any], net) -> None:
