@@ -25,7 +25,7 @@ TRAIN = textwrap.dedent("""
     workdir = Path(sys.argv[1])
     with compile_cache.counting() as n:
         code = main(["train", "configs/digits_mlp.py:smoke", "model.widths=[16]", "train.steps=6",
-                     "train.eval_every=3", "--workdir", str(workdir)])
+                     "train.eval_every=3", "train.plots=false", "train.checkpoints=false", "--workdir", str(workdir)])
     import jax
     print(json.dumps({"code": code, "count": n.as_dict(), "cache_dir": jax.config.jax_compilation_cache_dir,
                       "metrics": (workdir / "metrics.jsonl").read_text().splitlines()}))
@@ -109,9 +109,13 @@ def test_enable_keeps_a_users_own_cache_dir_and_follows_jaxdl_cache_dir(tmp_path
         monkeypatch.setenv("JAXDL_CACHE_DIR", str(tmp_path / "b"))
         assert compile_cache.enable() == tmp_path / "b" / "xla"
         assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+        # bounded where JAX can evict (it needs filelock); unbounded growth otherwise is JAX's own default
+        bound = compile_cache.MAX_BYTES if compile_cache._has_filelock() else -1
+        assert jax.config.jax_compilation_cache_max_size == bound
         compile_cache.disable()
         assert jax.config.jax_compilation_cache_dir is None
-        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0  # JAX's default, restored
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0  # JAX's defaults, restored
+        assert jax.config.jax_compilation_cache_max_size == -1
         jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
         assert compile_cache.enable() == tmp_path / "mine"
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
