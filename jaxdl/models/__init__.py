@@ -170,6 +170,22 @@ def _validate_recurrent(cfg: ModelConfig) -> None:
                               f"vocabulary size, got {cfg.vocab_size}")
 
 
+REMAT = ("none", "blocks")
+
+
+def _check_remat(cfg: ModelConfig, module: Any) -> None:
+    """``model.remat=blocks`` needs a family that wires it: its module has a ``remat`` field (ResNet, VGG,
+    EfficientNet, the Transformers, the U-Net). Families without blocks (MLP, LeNet, AlexNet, RNNs, VAE, GAN)
+    refuse it rather than silently training without it."""
+    remat = getattr(cfg, "remat", "none")
+    if remat not in REMAT:
+        raise ConfigError(f"model.remat: expected one of {', '.join(REMAT)}, got {remat!r}")
+    if remat != "none" and "remat" not in getattr(type(module), "__dataclass_fields__", {}):
+        raise ConfigError(f"model.remat={remat!r}: model {cfg.name!r} has no residual or transformer blocks to "
+                          "rematerialise; use model.remat=none (remat is wired for ResNet, VGG, EfficientNet, GPT, "
+                          "Llama, BERT, T5 and the U-Net)")
+
+
 def from_config(cfg: ModelConfig, *, num_classes: int | None = None, input_shape=None,
                 input_kind: str | None = None) -> Model:
     """Build the model described by ``cfg``. ``cfg.num_classes`` wins over ``num_classes`` when set; the input kind
@@ -185,6 +201,7 @@ def from_config(cfg: ModelConfig, *, num_classes: int | None = None, input_shape
     if n <= 0:
         raise ConfigError(f"model.num_classes: expected a positive number, got {n}")
     module = spec.build(cfg, n)
+    _check_remat(cfg, module)
     return from_linen(module, cfg.name, output=getattr(cfg, "output", "logits"), input_shape=input_shape,
                       input_kind=input_kind, config=dataclasses.replace(cfg, num_classes=n))
 

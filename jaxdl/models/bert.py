@@ -45,6 +45,7 @@ import numpy as np
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError, ModelInputError
 from jaxdl.nn import Dropout, FeedForward, LearnedPositions, MultiHeadAttention, padding_mask
+from jaxdl.nn import remat as _remat
 from jaxdl.nn.transformer import LAYER_NORM_EPS, gelu_exact
 
 HEADS = ("none", "mlm", "classify", "token_classify")
@@ -139,6 +140,8 @@ class Bert(nn.Module):
     layer_norm_eps: float = LAYER_NORM_EPS["bert"]
     pooling: str = "cls"
     model_name: str = "bert"  # registry name, for error messages
+    # recompute each block's activations in the backward pass (model.remat=blocks); parameter names are unchanged
+    remat: bool = False
     # where the word-embedding table lives in params (for embedding-space attribution)
     token_embedding: ClassVar[str] = "word_embeddings/embedding"
 
@@ -181,8 +184,9 @@ class Bert(nn.Module):
         x = Dropout(self.dropout, name="embeddings_dropout")(x, train=train, rate=dropout_rate)
         mask = None if token_mask is None else padding_mask(token_mask)  # (B, 1, 1, T)
         for i in range(self.num_layers):
-            x = BertLayer(self.num_heads, self.ffn_dim, self.dropout, self.attention_dropout, self.layer_norm_eps,
-                          name=f"layer_{i}")(x, mask, train=train, dropout_rate=dropout_rate)  # (B, T, D)
+            layer = BertLayer(self.num_heads, self.ffn_dim, self.dropout, self.attention_dropout,
+                              self.layer_norm_eps, name=f"layer_{i}")
+            x = _remat.call(self.remat, layer, x, mask, train=train, dropout_rate=dropout_rate)  # (B, T, D)
 
         if self.head == "mlm":
             h = norm(name="mlm_norm")(gelu_exact(dense(self.d_model, name="mlm_transform")(x)))  # (B, T, D)
@@ -235,7 +239,8 @@ def build_bert(cfg: BertConfig, num_classes: int) -> nn.Module:
                 type_vocab_size=cfg.type_vocab_size, d_model=cfg.d_model, num_layers=cfg.num_layers,
                 num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim, dropout=cfg.dropout,
                 attention_dropout=cfg.attention_dropout, head=cfg.head, pooler=cfg.pooler,
-                layer_norm_eps=cfg.layer_norm_eps, pooling=cfg.pooling, model_name=cfg.name)
+                layer_norm_eps=cfg.layer_norm_eps, pooling=cfg.pooling, model_name=cfg.name,
+                remat=cfg.remat == "blocks")
 
 
 def config_from_hf(hf: dict[str, Any], name: str = "bert", **fields: Any) -> BertConfig:

@@ -67,6 +67,7 @@ import numpy as np
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError, JaxdlError
 from jaxdl.nn import Dropout
+from jaxdl.nn import remat as _remat
 
 if TYPE_CHECKING:
     from jaxdl.models.core import ModelSpec
@@ -264,6 +265,8 @@ class EfficientNet(nn.Module):
     drop_connect: float = 0.2
     dropout: float | None = None
     padding: str | None = None
+    # recompute each block's activations in the backward pass (model.remat=blocks); parameter names are unchanged
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_rate: jax.Array | float | None = None):
@@ -282,10 +285,10 @@ class EfficientNet(nn.Module):
             x = x[..., None]  # (B, H, W) -> (B, H, W, 1)
         x = act(bn(_conv(stem, 3, 2, padding, "stem_conv")(x), "stem_bn"))  # (B, H/2, W/2, stem)
         for i, b in enumerate(blocks):
-            x = MBConv(b.expand, b.kernel, b.stride, b.in_channels, b.out_channels,
-                       drop_rate=self.drop_connect * i / len(blocks), squeeze_excite=not spec.lite, act=act_name,
-                       padding=padding, bn_eps=spec.bn_eps, bn_momentum=spec.bn_momentum,
-                       name=f"blocks_{i}")(x, train=train)  # (B, H/32, W/32, 320·width) after the last
+            block = MBConv(b.expand, b.kernel, b.stride, b.in_channels, b.out_channels,
+                           drop_rate=self.drop_connect * i / len(blocks), squeeze_excite=not spec.lite, act=act_name,
+                           padding=padding, bn_eps=spec.bn_eps, bn_momentum=spec.bn_momentum, name=f"blocks_{i}")
+            x = _remat.call(self.remat, block, x, train=train)  # (B, H/32, W/32, 320·width) after the last
         x = act(bn(_conv(head, 1, 1, padding, "head_conv")(x), "head_bn"))  # (B, H/32, W/32, head)
         x = jnp.mean(x, axis=(1, 2))  # (B, head)
         x = Dropout(dropout, name="dropout")(x, train=train, rate=dropout_rate)
@@ -300,7 +303,7 @@ def build_efficientnet(cfg: EfficientNetConfig, num_classes: int) -> nn.Module:
     if cfg.padding is not None and cfg.padding not in PADDINGS:
         raise ConfigError(f"model.padding: expected one of {', '.join(PADDINGS)} (or None), got {cfg.padding!r}")
     return EfficientNet(num_classes=num_classes, variant=cfg.variant, drop_connect=cfg.drop_connect,
-                        dropout=cfg.dropout, padding=cfg.padding)
+                        dropout=cfg.dropout, padding=cfg.padding, remat=cfg.remat == "blocks")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import numpy as np
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import CheckpointError, ConfigError, ModelInputError
 from jaxdl.nn import Dropout
+from jaxdl.nn import remat as _remat
 from jaxdl.nn.attention import MultiHeadAttention, causal_mask, combine_masks, segment_mask
 from jaxdl.nn.positions import LearnedPositions
 from jaxdl.nn.transformer import LAYER_NORM_EPS, FeedForward, RMSNorm
@@ -117,6 +118,9 @@ class DecoderLM(nn.Module):
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    # recompute each block's activations in the backward pass (model.remat=blocks; not while decoding, which is never
+    # differentiated); parameter names are unchanged
+    remat: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, segment_ids: jax.Array | None = None, train: bool = False,
@@ -172,10 +176,10 @@ class DecoderLM(nn.Module):
                                                  None if segment_ids is None else segment_mask(segment_ids))
         rope = self.rope_theta if self.positions == "rope" else None
         for i in range(self.num_layers):
-            x = Block(self.num_heads, self.num_kv_heads, self.mlp_dim, self.activation, self.use_bias, self.norm,
-                      self.norm_eps, rope, self.dropout, self.init_std, name=f"block_{i}")(
-                x, mask, decode=decode, train=train, dropout_rate=dropout_rate,
-                positions=None if segment_ids is None else pos)  # (B, T, D)
+            block = Block(self.num_heads, self.num_kv_heads, self.mlp_dim, self.activation, self.use_bias,
+                          self.norm, self.norm_eps, rope, self.dropout, self.init_std, name=f"block_{i}")
+            x = _remat.call(self.remat and not decode, block, x, mask, decode=decode, train=train,
+                            dropout_rate=dropout_rate, positions=None if segment_ids is None else pos)  # (B, T, D)
         norm_f = nn.LayerNorm(epsilon=self.norm_eps, name="norm_f") if self.norm == "layer" else RMSNorm(
             epsilon=self.norm_eps, name="norm_f")
         x = norm_f(x)  # (B, T, D)
@@ -267,7 +271,7 @@ def build_gpt(cfg: GPTConfig, num_classes: int) -> DecoderLM:
     return DecoderLM(vocab_size=num_classes, context_length=cfg.context_length, d_model=cfg.d_model,
                      num_layers=cfg.num_layers, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_ratio * cfg.d_model,
                      activation="gelu_new", positions="learned", norm="layer", norm_eps=LAYER_NORM_EPS["gpt2"],
-                     use_bias=True, tie_embeddings=True, dropout=cfg.dropout)
+                     use_bias=True, tie_embeddings=True, dropout=cfg.dropout, remat=cfg.remat == "blocks")
 
 
 

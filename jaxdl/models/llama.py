@@ -58,7 +58,8 @@ def build_llama(cfg: LlamaConfig, num_classes: int) -> DecoderLM:
     return DecoderLM(vocab_size=num_classes, context_length=cfg.context_length, d_model=cfg.d_model,
                      num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
                      mlp_dim=cfg.mlp_dim, activation="swiglu", positions="rope", norm="rms", norm_eps=cfg.norm_eps,
-                     use_bias=False, rope_theta=cfg.rope_theta, tie_embeddings=cfg.tie_embeddings, dropout=cfg.dropout)
+                     use_bias=False, rope_theta=cfg.rope_theta, tie_embeddings=cfg.tie_embeddings, dropout=cfg.dropout,
+                     remat=cfg.remat == "blocks")
 
 
 __all__ = ["LlamaConfig", "VARIANTS", "build_llama"]

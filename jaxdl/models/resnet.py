@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError
 from jaxdl.models.alexnet import channels_last, torch_default_bias_init, torch_default_kernel_init
+from jaxdl.nn import remat as _remat
 
 # depth → (block kind, blocks per stage)
 LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -134,6 +135,8 @@ class ResNet(nn.Module):
     stem: str = "imagenet"
     width: float = 1.0
     zero_init_residual: bool = False
+    # recompute each block's activations in the backward pass (model.remat=blocks); parameter names are unchanged
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -149,7 +152,8 @@ class ResNet(nn.Module):
         for k, (planes, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
                 stride = 2 if (k > 0 and j == 0) else 1
-                x = block_cls(planes, stride, self.zero_init_residual, name=f"layer{k + 1}_{j}")(x, train=train)
+                block = block_cls(planes, stride, self.zero_init_residual, name=f"layer{k + 1}_{j}")
+                x = _remat.call(self.remat, block, x, train=train)
             # 224: (B, 56/28/14/7, …, planes·expansion) after layer1/2/3/4
         x = jnp.mean(x, axis=(1, 2))  # (B, 512·expansion·width)
         fan_in = x.shape[-1]
@@ -170,7 +174,7 @@ def build_resnet(cfg: ResNetConfig, num_classes: int) -> nn.Module:
         raise ConfigError(f"model {cfg.name!r} has depth={preset.depth}, stem={preset.stem!r}; got depth={cfg.depth}, "
                           f"stem={cfg.stem!r}. Select the variant by name instead (model.name={want})")
     return ResNet(num_outputs=num_classes, depth=cfg.depth, stem=cfg.stem, width=cfg.width,
-                  zero_init_residual=cfg.zero_init_residual)
+                  zero_init_residual=cfg.zero_init_residual, remat=cfg.remat == "blocks")
 
 
 __all__ = ["BasicBlock", "Bottleneck", "LAYOUTS", "ResNet", "ResNetConfig", "VARIANTS", "build_resnet",

@@ -51,6 +51,7 @@ import numpy as np
 from jaxdl.config import ModelConfig, config_variant
 from jaxdl.errors import ConfigError, ModelInputError
 from jaxdl.nn import Dropout, FeedForward, MultiHeadAttention, RMSNorm, T5RelativeBias, causal_mask, padding_mask
+from jaxdl.nn import remat as _remat
 from jaxdl.nn.transformer import RMS_NORM_EPS
 
 # HF feed_forward_proj -> FeedForward activation
@@ -105,6 +106,8 @@ class T5Stack(nn.Module):
     num_buckets: int
     max_distance: int
     decoder: bool
+    # recompute each block's activations in the backward pass (not while decoding); parameter names are unchanged
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x, mask=None, encoded=None, encoded_mask=None, *, decode=False, train=False,
@@ -132,9 +135,10 @@ class T5Stack(nn.Module):
                 causal_mask(T) if mask is None else mask & causal_mask(T))  # (B|1, 1, T, T)
         x = Dropout(self.dropout, name="embed_dropout")(x, train=train, rate=dropout_rate)
         for i in range(self.num_layers):
-            x = T5Block(self.num_heads, self.d_kv, self.d_ff, self.activation, self.dropout, self.eps,
-                        cross=self.decoder, name=f"block_{i}")(
-                x, self_mask, bias, encoded, encoded_mask, decode=decode, train=train, dropout_rate=dropout_rate)
+            block = T5Block(self.num_heads, self.d_kv, self.d_ff, self.activation, self.dropout, self.eps,
+                            cross=self.decoder, name=f"block_{i}")
+            x = _remat.call(self.remat and not decode, block, x, self_mask, bias, encoded, encoded_mask,
+                            decode=decode, train=train, dropout_rate=dropout_rate)  # (B, T, D)
         x = RMSNorm(self.eps, name="final_norm")(x)  # (B, T, D)
         return Dropout(self.dropout, name="final_dropout")(x, train=train, rate=dropout_rate)
 
@@ -163,6 +167,8 @@ class T5(nn.Module):
     dropout: float = 0.0
     eps: float = RMS_NORM_EPS["t5"]
     model_name: str = "t5"  # registry name, for error messages
+    # recompute each block's activations in the backward pass (model.remat=blocks); parameter names are unchanged
+    remat: bool = False
 
     def setup(self):
         if self.feed_forward not in FEED_FORWARD:
@@ -171,7 +177,7 @@ class T5(nn.Module):
         self.shared = nn.Embed(self.vocab_size, self.d_model, embedding_init=nn.initializers.normal(1.0))
         stack = partial(T5Stack, num_heads=self.num_heads, d_kv=self.d_kv, d_ff=self.d_ff,
                         activation=FEED_FORWARD[self.feed_forward], dropout=self.dropout, eps=self.eps,
-                        num_buckets=self.num_buckets, max_distance=self.max_distance)
+                        num_buckets=self.num_buckets, max_distance=self.max_distance, remat=self.remat)
         self.encoder = stack(self.num_layers, decoder=False)
         self.decoder = stack(self.num_decoder_layers or self.num_layers, decoder=True)
         if not self.tie_embeddings:
@@ -340,7 +346,7 @@ def build_t5(cfg: T5Config, num_classes: int) -> T5:
               num_decoder_layers=cfg.num_decoder_layers or None, num_heads=cfg.num_heads,
               num_buckets=cfg.relative_buckets, max_distance=cfg.relative_max_distance,
               feed_forward=cfg.feed_forward, tie_embeddings=cfg.tie_embeddings, dropout=cfg.dropout,
-              model_name=cfg.name)
+              model_name=cfg.name, remat=cfg.remat == "blocks")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

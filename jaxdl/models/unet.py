@@ -41,6 +41,7 @@ from jaxdl.config import ModelConfig
 from jaxdl.errors import ConfigError, ModelInputError
 from jaxdl.nn.attention import MultiHeadAttention
 from jaxdl.nn.layers import Dropout
+from jaxdl.nn import remat as _remat
 from jaxdl.nn.positions import sinusoidal_positions
 
 _ZERO = nn.initializers.zeros
@@ -108,6 +109,9 @@ class UNet(nn.Module):
     groups: int = 8
     label_classes: int = 0
     dropout: float = 0.0
+    # recompute each residual and attention block's activations in the backward pass (model.remat=blocks);
+    # parameter names are unchanged
+    remat: bool = False
 
     def embed(self, t: jax.Array, label: jax.Array | None) -> jax.Array:
         """The time (and class) embedding ``(B, 4·c0)`` of timesteps ``t`` ``(B,)``."""
@@ -134,28 +138,35 @@ class UNet(nn.Module):
         temb = self.embed(t, label)
         block = dict(groups=self.groups, dropout=self.dropout)
         kw = dict(train=train, dropout_rate=dropout_rate)
+
+        def res(ch, name, h):
+            return _remat.call(self.remat, ResBlock(ch, **block, name=name), h, temb, **kw)
+
+        def attn(name, h):
+            return _remat.call(self.remat, AttentionBlock(self.heads, self.groups, name=name), h)
+
         h = nn.Conv(self.channels[0], (3, 3), name="conv_in")(x)
         skips = [h]
         last = len(self.channels) - 1
         for i, ch in enumerate(self.channels):  # down
             for b in range(self.blocks):
-                h = ResBlock(ch, **block, name=f"down{i}_res{b}")(h, temb, **kw)
+                h = res(ch, f"down{i}_res{b}", h)
                 if i in self.attention_levels:
-                    h = AttentionBlock(self.heads, self.groups, name=f"down{i}_attn{b}")(h)
+                    h = attn(f"down{i}_attn{b}", h)
                 skips.append(h)
             if i < last:
                 h = nn.Conv(ch, (3, 3), strides=(2, 2), name=f"down{i}_sample")(h)  # sides halved (rounded up)
                 skips.append(h)
-        h = ResBlock(self.channels[-1], **block, name="mid_res0")(h, temb, **kw)
-        h = AttentionBlock(self.heads, self.groups, name="mid_attn")(h)
-        h = ResBlock(self.channels[-1], **block, name="mid_res1")(h, temb, **kw)
+        h = res(self.channels[-1], "mid_res0", h)
+        h = attn("mid_attn", h)
+        h = res(self.channels[-1], "mid_res1", h)
         for i in reversed(range(len(self.channels))):  # up
             ch = self.channels[i]
             for b in range(self.blocks + 1):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)  # (B, h, w, C + C_skip)
-                h = ResBlock(ch, **block, name=f"up{i}_res{b}")(h, temb, **kw)
+                h = res(ch, f"up{i}_res{b}", h)
                 if i in self.attention_levels:
-                    h = AttentionBlock(self.heads, self.groups, name=f"up{i}_attn{b}")(h)
+                    h = attn(f"up{i}_attn{b}", h)
             if i > 0:
                 target = skips[-1].shape[1:3]
                 B, hh, ww, C = h.shape
@@ -186,7 +197,7 @@ def build_unet(cfg: UNetConfig, num_outputs: int) -> nn.Module:
                           f"{cfg.label_classes}")
     return UNet(num_outputs=num_outputs, channels=channels, blocks=cfg.blocks,
                 attention_levels=tuple(cfg.attention_levels), heads=cfg.heads, groups=cfg.groups,
-                label_classes=cfg.label_classes, dropout=cfg.dropout)
+                label_classes=cfg.label_classes, dropout=cfg.dropout, remat=cfg.remat == "blocks")
 
 
 __all__ = ["UNet", "UNetConfig", "build_unet"]

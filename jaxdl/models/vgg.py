@@ -72,24 +72,33 @@ class VGG(nn.Module):
     dropout: float = 0.5
     # registry name, used in error messages
     model_name: str = "vgg16"
+    # recompute each stage's activations (its convs and max-pool) in the backward pass (model.remat=blocks);
+    # parameter names are unchanged
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False, dropout_rate: jax.Array | float | None = None):
         x = channels_last(x)  # (B, H, W, C)
         check_min_size(x, VGG_MIN_SIZE, self.model_name, "its five 2×2/2 max-pools divide the size by 32")
         conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # kaiming_normal_(fan_out, relu)
-        index = 0  # position in torchvision's `features` Sequential
-        for v in LAYOUTS[self.depth]:
-            if v == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # (B, H/2, W/2, C)
-                index += 1
-                continue
-            x = nn.Conv(int(v), (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init, name=f"features_{index}")(x)
-            if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                 name=f"features_{index + 1}")(x)
-            x = nn.relu(x)
-            index += 3 if self.batch_norm else 2
+
+        def stage(module, x, widths: tuple[int, ...], index: int):
+            """The convs of one stage, then its max-pool; ``index``: the first conv's position in torchvision's
+            ``features`` Sequential. Defined on ``module`` (this VGG) so that names stay ``features_<i>``."""
+            for w in widths:
+                x = nn.Conv(w, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init, name=f"features_{index}")(x)
+                if self.batch_norm:
+                    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                     name=f"features_{index + 1}")(x)
+                x = nn.relu(x)
+                index += 3 if self.batch_norm else 2
+            return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")  # (B, H/2, W/2, C)
+
+        run = nn.remat(stage, static_argnums=(2, 3)) if self.remat else stage
+        index = 0
+        for widths in _stages(LAYOUTS[self.depth]):
+            x = run(self, x, widths, index)
+            index += len(widths) * (3 if self.batch_norm else 2) + 1  # each conv (+ BN) + ReLU, then the pool
         # 224: (B, 7, 7, 512); 32: (B, 1, 1, 512)
         x = adaptive_avg_pool(x, 7)  # (B, 7, 7, 512)
         x = flatten_chw(x)  # (B, 25088), PyTorch's (C, H, W) order
@@ -102,6 +111,18 @@ class VGG(nn.Module):
         return nn.Dense(self.num_outputs, kernel_init=dense_init, name="classifier_6")(x)  # (B, num_outputs)
 
 
+def _stages(layout: tuple[int | str, ...]) -> list[tuple[int, ...]]:
+    """The conv widths of each stage: ``(64, "M", 128, 128, "M")`` → ``[(64,), (128, 128)]``."""
+    stages, current = [], []
+    for v in layout:
+        if v == "M":
+            stages.append(tuple(current))
+            current = []
+        else:
+            current.append(int(v))
+    return stages
+
+
 def build_vgg(cfg: VGGConfig, num_classes: int) -> nn.Module:
     if cfg.depth not in LAYOUTS:
         raise ConfigError(f"model.depth: VGG depth must be one of {', '.join(map(str, LAYOUTS))}, got {cfg.depth}")
@@ -112,7 +133,7 @@ def build_vgg(cfg: VGGConfig, num_classes: int) -> nn.Module:
                           f"depth={cfg.depth}, batch_norm={cfg.batch_norm}. Select the variant by name instead "
                           f"(model.name={want})")
     return VGG(num_outputs=num_classes, depth=cfg.depth, batch_norm=cfg.batch_norm, dropout=cfg.dropout,
-               model_name=cfg.name)
+               model_name=cfg.name, remat=cfg.remat == "blocks")
 
 
 __all__ = ["LAYOUTS", "VARIANTS", "VGG", "VGGConfig", "VGG_MIN_SIZE", "build_vgg"]
