@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxdl import compile_cache
 from jaxdl import config as config_lib
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError, PreemptedError
@@ -190,6 +191,7 @@ def run_group(payload: dict[str, Any]) -> dict[str, Any]:
     if _WORKER["signum"] is not None:  # a worker told to stop takes no new group
         return {"group_id": payload["group_id"], "decision": None, "statuses": {},
                 "preempted": signal.Signals(_WORKER["signum"]).name}
+    compile_cache.enable()  # in a worker process too: the fusion probe compiles before training starts
     _WORKER["in_group"] = True
     try:
         return _run_group(payload)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
+from jaxdl import compile_cache
 from jaxdl import config as config_lib
 from jaxdl.config import Config
 from jaxdl.errors import ConfigError, PreemptedError
@@ -141,6 +142,7 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
     """
     from jaxdl.experiment.plan import make_console
 
+    compile_cache.enable()  # the plan's memory estimates and the groups' programs: loaded, not compiled, next time
     if isinstance(spec, (list, tuple)) and all(isinstance(o, str) for o in spec):  # [] too: no overrides
         if overrides is not None and spec:
             raise ConfigError("run_sweep: overrides given twice (positionally and as overrides=)")
