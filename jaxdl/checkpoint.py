@@ -53,7 +53,18 @@ class CheckpointWarning(UserWarning):
 
 
 def _abstract(tree: Any) -> Any:
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    """Restore targets: each leaf's shape, dtype and placement. A leaf without a placement (e.g. from
+    ``jax.eval_shape``) restores onto this process's first device — never onto the saved topology, which may not
+    exist here (a checkpoint written on 4 devices restores on 1, and the loop then places it for its own mesh)."""
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def one(x):
+        x = ocp.utils.to_shape_dtype_struct(x)
+        if getattr(x, "sharding", None) is None:
+            x = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=default)
+        return x
+
+    return jax.tree.map(one, tree)
 
 
 def _file_digest(path: Path) -> str:
@@ -235,7 +246,7 @@ class Checkpointer:
                                          step=step, directory=str(folder)) from e
         state = out["state"]
         _check_leaves(state, target, step, folder)
-        if not sealed:
+        if not sealed and jax.process_index() == 0:
             try:  # verified as well as an unsealed step can be: restorable, every leaf finite
                 write_manifest(folder)
             except OSError as e:
@@ -292,7 +303,7 @@ class Checkpointer:
         while target.exists():
             n += 1
             target = self.directory / f"damaged-{step}-{n}"
-        if folder.exists():
+        if folder.exists() and jax.process_index() == 0:
             try:
                 folder.rename(target)
             except OSError as e:
@@ -309,6 +320,8 @@ class Checkpointer:
             self._sealer = None
 
     def _seal(self, pending: list[int]) -> None:
+        if jax.process_index() != 0:  # a multi-process run writes its steps jointly; process 0 seals them
+            return
         for step in pending:
             folder = self.directory / str(step)
             if not folder.is_dir() or (folder / MANIFEST).exists():  # removed by keep-N, or sealed already

@@ -61,13 +61,36 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
     console.print(" ".join(f"{k}={v}" for k, v in extra.items()), soft_wrap=True, markup=False, highlight=False)
 
 
+def _distributed_flags(p) -> None:
+    g = p.add_argument_group("multi-process (multi-host) runs; default: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                             "JAX_PROCESS_ID, or JAXDL_DISTRIBUTED=auto for a cluster JAX detects (SLURM, Open MPI …)")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordination service")
+    g.add_argument("--num-processes", type=int, metavar="N", help="processes taking part")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 … N-1")
+
+
+def _join(args) -> None:
+    """Join a multi-process run (before anything touches a device)."""
+    from jaxdl import distributed
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def _print_primary(summary, run_dir) -> None:
+    from jaxdl import distributed
+
+    if distributed.is_primary():
+        _print_summary(summary, run_dir)
+
+
 def cmd_train(args) -> int:
     from jaxdl.config import load_config
     from jaxdl.train import fit
 
+    _join(args)
     cfg = load_config(args.config, args.overrides)
     result = fit(cfg, workdir=args.workdir, restart=args.restart)
-    _print_summary(result.summary, result.run_dir)
+    _print_primary(result.summary, result.run_dir)
     return 0
 
 
@@ -99,6 +122,7 @@ def cmd_resume(args) -> int:
     from jaxdl.train import fit
     from jaxdl.train.rundir import read_config
 
+    _join(args)
     cfg = read_config(args.run_dir)
     done = finished_run(args.run_dir)
     if done is not None:
@@ -108,7 +132,7 @@ def cmd_resume(args) -> int:
               "nothing to do")
         return 0
     result = fit(cfg, workdir=args.run_dir, resume=True, restart=args.restart)
-    _print_summary(result.summary, result.run_dir)
+    _print_primary(result.summary, result.run_dir)
     return 0
 
 
@@ -410,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", help="run directory (default runs/<name>/<timestamp>)")
     t.add_argument("--restart", action="store_true",
                    help="train from step 0 even if the workdir holds a run (its checkpoints and metrics are discarded)")
+    _distributed_flags(t)
     t.set_defaults(fn=cmd_train)
 
     r = sub.add_parser("resume", help="continue a run from its newest valid checkpoint")
@@ -417,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--restart", action="store_true",
                    help="when no checkpoint can be resumed (none written, or all damaged), discard the run and train "
                         "from step 0 instead of failing")
+    _distributed_flags(r)
     r.set_defaults(fn=cmd_resume)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on its data splits")

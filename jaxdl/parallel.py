@@ -42,8 +42,12 @@ def _largest_divisor(n: int, of: int) -> int:
 def make_mesh(pop: int, data: int, devices=None) -> jax.sharding.Mesh:
     """A ``("pop", "data")`` mesh over the first ``pop * data`` of ``devices`` (default: every device)."""
     devices = list(devices if devices is not None else jax.devices())[:pop * data]
-    return jax.make_mesh((pop, data), (POP_AXIS, DATA_AXIS), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    types = (jax.sharding.AxisType.Auto,) * 2
+    if jax.process_count() > 1:
+        # process-major order: process i's devices hold rows i*B/n … of every batch (each process feeds its own)
+        devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+        return jax.sharding.Mesh(np.array(devices).reshape(pop, data), (POP_AXIS, DATA_AXIS), axis_types=types)
+    return jax.make_mesh((pop, data), (POP_AXIS, DATA_AXIS), devices=devices, axis_types=types)
 
 
 def resolve_mesh(spec: str, members: int, batch_size: int, devices=None) -> jax.sharding.Mesh | None:
@@ -59,9 +63,13 @@ def resolve_mesh(spec: str, members: int, batch_size: int, devices=None) -> jax.
     devices = list(devices if devices is not None else jax.devices())
     n = len(devices)
     parsed = parse_mesh(spec)
+    procs = jax.process_count()
     if parsed is None:
-        pop = _largest_divisor(n, members)
+        pop = 1 if procs > 1 else _largest_divisor(n, members)
         data = _largest_divisor(n // pop, batch_size)
+        if procs > 1 and data % procs:
+            raise ConfigError(f"train.mesh=auto: with {procs} processes the batch ({batch_size}) must split over "
+                              f"the {n} devices' data axis; choose a batch divisible by {n}")
     else:
         pop, data = parsed
         if pop * data > n:
@@ -73,6 +81,9 @@ def resolve_mesh(spec: str, members: int, batch_size: int, devices=None) -> jax.
         if batch_size % data:
             raise ConfigError(f"train.mesh={spec}: the data axis ({data}) must divide the batch of {batch_size} "
                               "(train.batch_size / train.accumulate)")
+        if procs > 1 and (pop != 1 or data != n):
+            raise ConfigError(f"train.mesh={spec}: a run of {procs} processes splits every batch over all {n} "
+                              f"devices (1x{n}); member shards across processes are not supported")
     if pop * data == 1:
         return None
     return make_mesh(pop, data, devices)

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdl import models, parallel, transfer
+from jaxdl import distributed, models, parallel, transfer
 from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import Config
 from jaxdl.errors import CheckpointError, ConfigError, DivergenceError, JaxdlError, PreemptedError
@@ -285,7 +285,7 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
     evaluate = programs.evaluate
     hooked = type(task).on_evaluation is not Task.on_evaluation  # e.g. sample grids at every evaluation
     is_eval, is_ckpt, next_stop = boundaries(t, s.steps_per_epoch, s.total_steps)
-    progress = Progress(cfgs[0].train.progress, s.total_steps, step, title if fused else cfgs[0].name)
+    progress = Progress(cfgs[0].train.progress and distributed.is_primary(), s.total_steps, step, title if fused else cfgs[0].name)
     train_time, train_steps = 0.0, 0
     preemption = Preemption()
     try:
@@ -447,6 +447,7 @@ def fit(cfg: Config, *, workdir: str | Path | None = None, resume: bool = False,
         else:
             source = data
     run_dir = Path(workdir) if workdir is not None else rundir.new_run_dir(cfg, runs_root)
+    run_dir = Path(distributed.agree(str(run_dir)))  # a multi-process run: process 0 names it
     if workdir is not None:
         rundir.ensure_dir(run_dir, "workdir")
     return train_group([cfg], [run_dir], resume=resume, dataset=dataset, model=model, source=source,

@@ -124,11 +124,17 @@ class Member:
 
     @classmethod
     def open(cls, cfg: Config, run_dir: Path) -> Member:
+        """The run's bookkeeping; in a multi-process run only process 0 writes into ``run_dir`` (the others log to
+        a scratch directory), while every process writes its share of the checkpoints there."""
+        from jaxdl import distributed
+
         run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(f"jaxdl-open-{run_dir}")
+        shared, run_dir = run_dir, Path(distributed.files_dir(run_dir))
         t = cfg.train
-        ckpt = Checkpointer(run_dir / "checkpoints", keep=t.keep_checkpoints) if t.checkpoints else None
+        ckpt = Checkpointer(shared / "checkpoints", keep=t.keep_checkpoints) if t.checkpoints else None
         # keep=2: after a resume the best step recorded in the restored checkpoint is still on disk
-        best = Checkpointer(run_dir / "best", keep=2) if t.checkpoints else None
+        best = Checkpointer(shared / "best", keep=2) if t.checkpoints else None
         return cls(cfg, run_dir, rundir.MetricsLog(run_dir / rundir.METRICS_FILE), EarlyStopping(t.early_stopping),
                    ckpt, best, {})
 

@@ -238,6 +238,8 @@ def choose_driver(s, state, active, hp, seeds: list[int], runner=None, work_step
     ``work_steps``: the steps the choice will run (default: this run's)."""
     if s.cfg.train.driver != "auto":
         return s.cfg.train.driver, {"chosen": s.cfg.train.driver, "how": "config"}
+    if jax.process_count() > 1:  # every process must run the same driver, and each feeds only its own rows
+        return "host", {"chosen": "host", "how": "multi-process: each process feeds its own rows of every batch"}
     key = probe_key(s, len(seeds))
     cached = read_cache("driver_probe.json").get(key)
     if cached:
