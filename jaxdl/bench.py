@@ -14,6 +14,8 @@ Measured per family:
 * **steps/s**: ``rounds`` rounds, each timing ``steps`` steps of jaxdl then PyTorch (the order flips every round),
   after one untimed step each; medians over rounds and the ratio jaxdl/PyTorch of the medians (> 1: jaxdl faster)
   and per round.
+* **CPU time**: process CPU milliseconds per step of each side (all threads: XLA:CPU runs on every core, PyTorch on
+  ``torch_threads``) — the work a step costs, which a shared machine's load disturbs far less than wall time.
 * **FLOPs**: the compiled step's ``cost_analysis()`` flops per step and the achieved flops/s; on a GPU also the
   model FLOPs utilisation against ``peak_tflops`` (default by device name: dense TF32 peak, since the step is
   float32); on a CPU flops/s only.
@@ -166,8 +168,17 @@ def _host_batches(ds, batch: int) -> list[dict[str, np.ndarray]]:
 
 def build_pair(name: str, z: dict[str, Any], seed: int = 0, *, model_only: bool = False) -> Pair:
     """Both sides of family ``name`` at sizes ``z`` (an entry of :data:`SIZES`). ``model_only``: jaxdl's side is just
-    the model sized for the data (``pair.setup.model``, no task, optimizer or shape-checking trace of the step) —
-    enough to compare parameter counts."""
+    the model sized for the data (``pair.setup.model``, no task, optimizer or shape-checking trace of the step) and
+    PyTorch's parameters live on the ``meta`` device (shapes, no storage) — enough to compare parameter counts."""
+    import torch
+
+    if model_only:
+        with torch.device("meta"):
+            return _build_pair(name, z, seed, model_only)
+    return _build_pair(name, z, seed, model_only)
+
+
+def _build_pair(name: str, z: dict[str, Any], seed: int, model_only: bool) -> Pair:
     import types
 
     import torch
@@ -359,14 +370,15 @@ class JaxSide:
         return {"lower_s": t1 - t0, "compile_s": t2 - t1, "first_run_s": t3 - t2, "first_step_s": t3 - t0,
                 "flops_per_step": _flops(self.compiled), "first_loss": float(metrics["loss"])}
 
-    def run(self, steps: int) -> float:
+    def run(self, steps: int) -> tuple[float, float]:
+        """Wall and process CPU seconds of ``steps`` steps."""
         import jax
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(steps):
             self.state, metrics = self.compiled(self.state, self.batches[i % N_BATCHES], self.s.hparams)
         jax.block_until_ready((self.state, metrics))
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 class TorchSide:
@@ -394,14 +406,15 @@ class TorchSide:
         loss = self.one(0)
         return {"first_step_s": time.perf_counter() - t0, "first_loss": float(loss.detach())}
 
-    def run(self, steps: int) -> float:
+    def run(self, steps: int) -> tuple[float, float]:
+        """Wall and process CPU seconds of ``steps`` steps."""
         import torch
 
         torch.set_num_threads(self.threads)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(steps):
             self.one(i)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def peak_tflops_for(device_kind: str) -> float | None:
@@ -426,13 +439,16 @@ def bench_one(name: str, z: dict[str, Any], rounds: int, steps: int | None, torc
     jx.run(1)  # one untimed step each: caches, allocator
     tr.run(1)
     raw: dict[str, list[float]] = {"jaxdl": [], "torch": []}
+    cpu: dict[str, list[float]] = {"jaxdl": [], "torch": []}  # process CPU ms per step (all threads)
     for r in range(rounds):
         for side in (("jaxdl", "torch") if r % 2 == 0 else ("torch", "jaxdl")):
-            wall = (jx if side == "jaxdl" else tr).run(steps)
+            wall, cpu_s = (jx if side == "jaxdl" else tr).run(steps)
             raw[side].append(steps / wall)
+            cpu[side].append(1000 * cpu_s / steps)
         log(f"  {name:>16} round {r + 1}/{rounds}: jaxdl {raw['jaxdl'][-1]:8.2f} steps/s, "
             f"torch {raw['torch'][-1]:8.2f} steps/s (load {os.getloadavg()[0]:.1f})")
     med = {k: statistics.median(v) for k, v in raw.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     flops = comp["flops_per_step"]
     dev = jax.devices()[0]
     rec = {"model": name, "label": LABELS[name], "sizes": {k: v for k, v in z.items() if k != "steps"},
@@ -440,6 +456,7 @@ def bench_one(name: str, z: dict[str, Any], rounds: int, steps: int | None, torc
            "rounds": rounds, "raw_steps_per_s": raw, "steps_per_s": med,
            "ratio": med["jaxdl"] / med["torch"],
            "ratio_per_round": [a / b for a, b in zip(raw["jaxdl"], raw["torch"])],
+           "raw_cpu_ms_per_step": cpu, "cpu_ms_per_step": cpu_med,
            "compile": comp, "torch_first": tfirst, "build_s": build_s,
            "flops_per_step": flops, "flops_per_s": None if flops is None else flops * med["jaxdl"]}
     if dev.platform == "gpu":
@@ -489,8 +506,8 @@ def run(models: list[str] | None = None, rounds: int = 3, steps: int | None = No
 # Tables
 # --------------------------------------------------------------------------------------------------------------------
 
-COLUMNS = ("model", "size", "params", "jaxdl steps/s", "torch steps/s", "jaxdl/torch", "lower s", "compile s",
-           "first run s", "torch first s", "GFLOP/step", "GFLOP/s")
+COLUMNS = ("model", "size", "params", "jaxdl steps/s", "torch steps/s", "jaxdl/torch", "CPU ms/step jaxdl / torch",
+           "lower s", "compile s", "first run s", "torch first s", "GFLOP/step", "GFLOP/s")
 
 
 def _f(v, spec: str) -> str:
@@ -505,7 +522,8 @@ def rows(result: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]
     for r in result["results"]:
         c, f = r["compile"], r["flops_per_step"]
         row = (r["label"], r["size"], f"{r['params']:,}", _f(r["steps_per_s"]["jaxdl"], ".2f"),
-               _f(r["steps_per_s"]["torch"], ".2f"), _f(r["ratio"], ".2f"), _f(c["lower_s"], ".2f"),
+               _f(r["steps_per_s"]["torch"], ".2f"), _f(r["ratio"], ".2f"),
+               f"{r['cpu_ms_per_step']['jaxdl']:.1f} / {r['cpu_ms_per_step']['torch']:.1f}", _f(c["lower_s"], ".2f"),
                _f(c["compile_s"], ".2f"), _f(c["first_run_s"], ".3f"), _f(r["torch_first"]["first_step_s"], ".3f"),
                _f(None if f is None else f / 1e9, ".3f"),
                _f(None if r["flops_per_s"] is None else r["flops_per_s"] / 1e9, ".2f"))

@@ -35,6 +35,7 @@ def test_cli_runs_the_two_smallest_models_and_writes_the_table(tmp_path, capsys)
         assert r["params"] == r["params_torch"]
         assert r["steps_per_s"]["jaxdl"] > 0 and r["steps_per_s"]["torch"] > 0
         assert r["ratio"] == pytest.approx(r["steps_per_s"]["jaxdl"] / r["steps_per_s"]["torch"])
+        assert r["cpu_ms_per_step"]["jaxdl"] > 0 and r["cpu_ms_per_step"]["torch"] > 0
         assert len(r["raw_steps_per_s"]["jaxdl"]) == 1 and r["steps_per_round"] == 2
         c = r["compile"]
         assert c["first_step_s"] == pytest.approx(c["lower_s"] + c["compile_s"] + c["first_run_s"])
