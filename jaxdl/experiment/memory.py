@@ -8,8 +8,9 @@ driver runs) is lowered and compiled abstractly — ``jax.ShapeDtypeStruct`` arg
 
 Compiling is not free (about a second per program on a CPU), so the step is compiled for 1 and 2 members only and
 extrapolated linearly per member: ``bytes(n) = bytes(1) + (n − 1) · (bytes(2) − bytes(1))``. Checked on this CPU
-against compiling for 4 members: the MLP and LeNet-5 predictions are 0–9 % above the compiled figure (the
-extrapolation errs on the safe side there). The two numbers are cached per signature, input shapes, model and
+against compiling for 4 and 8 members (``scripts/bench_compile_cache.py --memory``): the digits MLP +1 to +2 %,
+ResNet-18 +4 to +5 %, the character GPT −4 %; in spot checks LeNet-5 +10 % and a small MLP at batch 128 −6 % (XLA
+fuses and reuses buffers differently as the member count grows). The two numbers are cached per signature, input shapes, model and
 device, in this process and in ``$JAXDL_CACHE_DIR/memory_plan.json`` (a repeated ``--dry-run`` compiles nothing).
 
 On top comes the training split the scan driver keeps on the device (once per group: members share it). What the
