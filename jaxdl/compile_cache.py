@@ -13,6 +13,9 @@ What a user set stays theirs: a cache directory given to JAX (``jax_compilation_
 backend-compile duration (a cache hit included: the request is timed around the cache lookup) and a hit records
 ``/jax/compilation_cache/cache_hits``; a program compiled anew is a request that was not a hit.
 
+JAX's cache keys include the directory's path (XLA's GPU autotuning-cache option is derived from it and hashed into
+the key): a cache directory that is moved or copied elsewhere starts cold.
+
 The cache is trusted code: like any compilation cache, point it only at a directory no one else can write to.
 """
 

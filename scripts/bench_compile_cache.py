@@ -18,10 +18,10 @@ Three starting points per repeat, each a fresh process with its own run director
 cache hits; compiled = requests − hits) up to the first row and over the whole ``fit()``.
 
 **Quickstart** (``--quickstart``): ``jaxdl sweep experiments/quickstart.py`` (60 runs in 10 groups, ``--fuse=auto``)
-into a new directory, total wall time and compilations, from three starting points: **cold** (empty cache
-directory), **warm, compiled programs only** (the cold run's ``xla/`` kept, its probe decisions and memory estimates
-deleted: the probes run and time again, loading their programs), and **warm** (the whole cache directory: decisions
-cached too).
+into a new directory, total wall time and compilations, from three starting points in one cache directory (JAX's
+cache keys include the directory's path: a copy starts cold): **cold** (empty), **warm** (what cold wrote: compiled
+programs, probe decisions, memory estimates), and **warm, compiled programs only** (the decisions and memory
+estimates deleted: the probes run and time again, loading their programs).
 
 **Memory extrapolation** (``--memory``): the planner compiles a group's step for 1 and 2 members and extrapolates
 linearly (:mod:`jaxdl.experiment.memory`); this compiles the same step for 4 and 8 members too and compares.
@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -139,15 +138,15 @@ def first_step(case: str, repeats: int, tmp: Path) -> list[dict]:
 
 
 def quickstart(tmp: Path) -> list[dict]:
+    # one cache directory throughout: JAX's cache keys include the directory's path (XLA's autotuning-cache option
+    # is derived from it), so a copied directory would start cold
     rows = []
-    cache = tmp / "qs-cold"
-    for variant in ("cold", "warm_xla_only", "warm"):
-        if variant == "warm_xla_only":
-            cache = tmp / "qs-xla"
-            shutil.copytree(tmp / "qs-cold" / "xla", cache / "xla")
-        elif variant == "warm":
-            cache = tmp / "qs-warm"
-            shutil.copytree(tmp / "qs-cold", cache)
+    cache = tmp / "qs-cache"
+    for variant in ("cold", "warm", "warm_xla_only"):
+        if variant == "warm_xla_only":  # the decisions and memory estimates go; the compiled programs stay
+            for path in cache.iterdir():
+                if path.is_file():
+                    path.unlink()
         result, _ = run_child(["--child-sweep", str(tmp / f"qs-run-{variant}")], cache, tmp)
         if result["code"] != 0:
             raise RuntimeError(f"quickstart {variant}: jaxdl sweep exited {result['code']}")
@@ -186,11 +185,13 @@ def median(xs):
 
 
 def report(result: dict) -> str:
-    lines = [f"# Persistent compilation cache: cold vs warm", "",
+    lines = ["# Persistent compilation cache: cold vs warm", "",
              f"`{result['command']}` — {result['date']}; jax {result['jax']} on {result['device']}, "
              f"{result['cores']} CPU cores (shared with other work: load average {result['load'][0]:.1f} at start, "
-             f"{result['load'][1]:.1f} at the end).", "",
-             "Every timing is a fresh process. **First step**: `fit()` of a 3-step run evaluated after every step; "
+             f"{result['load'][1]:.1f} at the end)."]
+    rows = result["first_step"]
+    if rows:
+        lines += ["", "Every timing is a fresh process. **First step**: `fit()` of a 3-step run evaluated after every step; "
              "the first row of `metrics.jsonl` (step 1's training and validation metrics) is the first step's "
              "metrics. *From process start*: the parent's clock from starting the child (interpreter, imports, data, "
              "compiling, one step, its evaluation); *from fit()*: from the `fit()` call to that row. off = "
@@ -200,7 +201,6 @@ def report(result: dict) -> str:
              "| case | variant | from process start, s | from fit(), s | imports, s | compiled / cache hits (first "
              "step) | compile s (first step) | whole fit(), s | compiled / hits (whole fit) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = result["first_step"]
     for case in dict.fromkeys(r["case"] for r in rows):
         for variant in FIRST_STEP_VARIANTS:
             rs = [r for r in rows if r["case"] == case and r["variant"] == variant]
@@ -213,8 +213,9 @@ def report(result: dict) -> str:
                          f"{m('imports_s'):.1f} | {fc('compiled'):g} / {fc('cache_hits'):g} | "
                          f"{fc('compile_s'):.1f} | {m('fit_total_s'):.1f} | {wc('compiled'):g} / "
                          f"{wc('cache_hits'):g} |")
-    lines += ["", "| case | warm / cold, from process start | warm / cold, from fit() | cold / off, from fit() |",
-              "|---|---:|---:|---:|"]
+    if rows:
+        lines += ["", "| case | warm / cold, from process start | warm / cold, from fit() | cold / off, from fit() |",
+                  "|---|---:|---:|---:|"]
     for case in dict.fromkeys(r["case"] for r in rows):
         def med(variant, key):
             return median([r[key] for r in rows if r["case"] == case and r["variant"] == variant])
@@ -223,9 +224,9 @@ def report(result: dict) -> str:
                      f"{med('cold', 'from_fit_s') / med('off', 'from_fit_s'):.2f} |")
     if result.get("quickstart"):
         lines += ["", "**Quickstart** — `jaxdl sweep experiments/quickstart.py` (60 runs, 10 groups, `--fuse=auto`) "
-                  "into a new directory, one run per starting point: cold (empty cache directory); warm, compiled "
-                  "programs only (the cold run's `xla/` kept, probe decisions and memory estimates deleted: the "
-                  "probes run again); warm (the whole directory).", "",
+                  "into a new directory, one run per starting point, in that order, all in one cache directory: cold "
+                  "(empty); warm (everything cold wrote); warm, compiled programs only (probe decisions and memory "
+                  "estimates deleted: the probes run again).", "",
                   "| variant | total s | compiled | cache hits | compile s |", "|---|---:|---:|---:|---:|"]
         for r in result["quickstart"]:
             c = r["count"]
@@ -252,8 +253,13 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child-sweep":
         child_sweep(*sys.argv[2:4])
         return
+    if len(sys.argv) > 2 and sys.argv[1] == "--report":  # rewrite OUT.md from OUT.json
+        path = Path(sys.argv[2])
+        path.with_suffix(".md").write_text(report(json.loads(path.read_text())))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES),
+                   help="first-step cases (none: --cases with no names)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--quickstart", action="store_true", help="also time the quickstart sweep cold and warm")
     p.add_argument("--memory", action="store_true", help="also check the planner's memory extrapolation")
