@@ -111,10 +111,21 @@ def scan_runner(s):
 def out_placement(s) -> dict:
     """``jit`` keyword arguments that keep a runner's outputs where its inputs live — state and masks as placed,
     metrics replicated (every process can read them) — so the next dispatch reuses the same compiled program."""
+    options = remat_options(s)
     if s.mesh is None:
-        return {}
+        return options
     per_member = parallel.sharding(s.mesh, parallel.state_spec(s.fused))
-    return {"out_shardings": (per_member, per_member, parallel.sharding(s.mesh, parallel.PartitionSpec()))}
+    return {**options,
+            "out_shardings": (per_member, per_member, parallel.sharding(s.mesh, parallel.PartitionSpec()))}
+
+
+def remat_options(s) -> dict:
+    """``model.remat=blocks`` on XLA:CPU: keep ``jax.checkpoint``'s optimisation barriers. The CPU pipeline's
+    ``cse_barrier_expander`` removes them and common-subexpression elimination then merges the recomputation back
+    into the forward pass, so the saving would vanish (``scripts/results/remat.md``). GPU/TPU keep the barriers."""
+    if getattr(s.cfg.model, "remat", "none") != "blocks" or jax.default_backend() != "cpu":
+        return {}
+    return {"compiler_options": {"xla_disable_hlo_passes": "cse_barrier_expander"}}
 
 
 class Prefetcher:

@@ -329,6 +329,9 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
                     record = {"step": step, "epoch": round(step / s.steps_per_epoch, 3),
                               **_train_metrics(task, m.sums),
                               "lr": float(np.asarray(metrics["lr"]).reshape(-1, count)[-1, i]),
+                              # fp16: the current loss scale and the overflowing steps skipped so far
+                              **{k: float(np.asarray(metrics[k]).reshape(-1, count)[-1, i])
+                                 for k in ("loss_scale", "skipped") if k in metrics},
                               **{f"val/{k}": v for k, v in (val[i] if val else {}).items()},
                               "time": round(m.elapsed_before + time.perf_counter() - wall0, 3)}
                     m.sums = {}
@@ -397,6 +400,8 @@ def _train_unit(programs: Programs, cfgs: list[Config], run_dirs: list[Path], *,
             "wall_time_s": round(m.elapsed_before + wall, 3),
             "steps_per_s": round(train_steps / train_time, 2) if train_time > 0 else None,
         }
+        if getattr(mine_state := (member(host, i) if fused else host), "loss_scale", None) is not None:
+            summary["skipped_steps"] = int(np.asarray(mine_state.loss_scale.skipped))
         if summary["status"] == "completed":
             summary.update(task.artifacts(by_player(task, chosen[i]["params"]),
                                           by_player(task, chosen[i]["model_state"]), s.dataset, m.run_dir,

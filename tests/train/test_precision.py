@@ -5,6 +5,7 @@ the pytree (and checkpoint) layout they always had; bad values are refused namin
 
 from __future__ import annotations
 
+import json
 import re
 
 import jax
@@ -178,6 +179,9 @@ def test_fit_with_fp16_overflows_completes(digits, tmp_path, monkeypatch):
     assert res.summary["status"] == "completed" and res.summary["steps"] == 12
     assert np.isfinite(res.summary["val"]["loss"]) and res.summary["val"]["accuracy"] > 0.2
     assert 2 <= int(res.state.loss_scale.skipped) < 12
+    assert res.summary["skipped_steps"] == int(res.state.loss_scale.skipped)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["skipped"] == res.summary["skipped_steps"] and records[-1]["loss_scale"] >= 1.0
 
 
 def test_fp32_state_layout_is_unchanged(fp32_and_bf16, fp16_overflow, tmp_path):
