@@ -28,12 +28,12 @@ def cases():
     return by_case
 
 
-def test_the_data_axis_splits_the_batch(cases):
+def check_the_data_axis_splits_the_batch(cases):
     (c,) = cases["compiled"]
     assert c["rows"] == [8, 8, 8, 8] and c["all_reduce"] and c["share"] == [0, 1]
 
 
-def test_single_run_equals_one_device_on_2_4_8_devices(cases):
+def check_single_run_equals_one_device_on_2_4_8_devices(cases):
     runs = {r["mesh"]: r for r in cases["single"]}
     assert set(runs) == {"1x1", "1x2", "1x4", "auto", "1x8"}
     for mesh, r in runs.items():
@@ -47,7 +47,7 @@ def test_single_run_equals_one_device_on_2_4_8_devices(cases):
     assert (auto["mesh"], auto["devices"], auto["shape"]) == ("auto", 8, {"pop": 1, "data": 8})
 
 
-def test_population_over_pop_data_and_both_equals_one_device(cases):
+def check_population_over_pop_data_and_both_equals_one_device(cases):
     runs = {r["mesh"]: r for r in cases["population"]}
     assert set(runs) == {"1x1", "1x2", "4x1", "2x4", "auto"}
     for mesh, r in runs.items():
@@ -59,7 +59,7 @@ def test_population_over_pop_data_and_both_equals_one_device(cases):
     assert runs["2x4"]["placement"]["devices"] == 8
 
 
-def test_checkpoints_restore_across_topologies(cases):
+def check_checkpoints_restore_across_topologies(cases):
     runs = {(r["saved"], r["resumed"]): r for r in cases["topology"]}
     assert set(runs) == {("1x4", "1x1"), ("1x4", "1x2"), ("1x1", "1x4")}
     for key, r in runs.items():
@@ -74,11 +74,20 @@ def test_checkpoints_restore_across_topologies(cases):
     assert pops[("1x1", "2x2")]["placement"]["shape"] == {"pop": 2, "data": 2}
 
 
-def test_mesh_errors_name_the_key_and_the_numbers(cases):
+def check_mesh_errors_name_the_key_and_the_numbers(cases):
     messages = {r["mesh"]: r["message"] for r in cases["error"]}
     assert messages["4x4"] == "train.mesh=4x4: a 4 x 4 mesh needs 16 devices, 8 are available"
     assert "pop axis (3) must divide the group's members (4" in messages["3x1"]
     assert "data axis (5) must divide the batch of 32" in messages["1x5"]
+
+
+def test_mesh_on_fake_devices(cases):
+    """One test for the subprocess's cases: pytest-xdist would otherwise run the module fixture once per worker."""
+    check_the_data_axis_splits_the_batch(cases)
+    check_single_run_equals_one_device_on_2_4_8_devices(cases)
+    check_population_over_pop_data_and_both_equals_one_device(cases)
+    check_checkpoints_restore_across_topologies(cases)
+    check_mesh_errors_name_the_key_and_the_numbers(cases)
 
 
 def test_mesh_spec_is_checked_before_anything_loads():

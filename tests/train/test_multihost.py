@@ -55,7 +55,7 @@ def two_processes(tmp_path_factory):
     return run_dir, outs
 
 
-def test_two_processes_equal_one(two_processes, tmp_path):
+def check_two_processes_equal_one(two_processes, tmp_path):
     run_dir, outs = two_processes
     cfg = C.load_config("configs/digits_mlp.py", OVERRIDES)
     alone = fit(cfg, workdir=tmp_path / "alone")
@@ -69,7 +69,7 @@ def test_two_processes_equal_one(two_processes, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6)
 
 
-def test_process_zero_alone_writes_the_run(two_processes):
+def check_process_zero_alone_writes_the_run(two_processes):
     run_dir, outs = two_processes
     placement = json.loads((run_dir / "config.json").read_text())["placement"]
     assert placement["processes"] == 2 and placement["devices"] == 4 and placement["shape"] == {"pop": 1, "data": 4}
@@ -79,6 +79,12 @@ def test_process_zero_alone_writes_the_run(two_processes):
     assert [r["step"] for r in records] == [6, 12]  # one writer: no duplicated records
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == ["12", "6"]
     assert str(run_dir) in outs[0][0] and str(run_dir) not in outs[1][0]  # process 1 prints no summary
+
+
+def test_two_processes(two_processes, tmp_path):
+    """One test for the processes' run (pytest-xdist would otherwise start them once per worker)."""
+    check_two_processes_equal_one(two_processes, tmp_path)
+    check_process_zero_alone_writes_the_run(two_processes)
 
 
 def test_bad_distributed_flags_are_named():
