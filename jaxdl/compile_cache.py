@@ -40,7 +40,6 @@ CACHE_MISS_EVENT = "/jax/compilation_cache/cache_misses"  # recorded when a new 
 CACHE_REQUEST_EVENT = "/jax/compilation_cache/compile_requests_use_cache"
 
 _OFF = ("0", "false", "no", "off")
-MAX_BYTES = 4 << 30  # least recently used entries are evicted beyond this (needs the filelock package)
 _THRESHOLDS = {"jax_persistent_cache_min_compile_time_secs": 0.0, "jax_persistent_cache_min_entry_size_bytes": -1}
 # the directory jaxdl set (None: none) and the thresholds it replaced
 _STATE: dict = {"dir": None, "replaced": {}}
@@ -64,8 +63,10 @@ def enable() -> Path | None:
 
     Idempotent: call it at every entry point. A directory the user gave JAX is kept with the user's thresholds;
     otherwise the cache goes to ``$JAXDL_CACHE_DIR/xla`` and every program is kept, however small or fast to
-    compile, up to :data:`MAX_BYTES` (least recently used entries evicted; where the ``filelock`` package, which JAX
-    needs to evict, is installed). When ``JAXDL_CACHE_DIR`` changes between calls, the cache follows it.
+    compile. The directory is not bounded (JAX's default; delete it to clear it): JAX's LRU eviction reads an access-time
+    file beside every entry, and one entry written by a process without eviction (another tool, an older jaxdl, a user's
+    own settings) made every later write of the evicting processes fail. When ``JAXDL_CACHE_DIR`` changes between
+    calls, the cache follows it.
     """
     if disabled_by_env() or not jax.config.jax_enable_compilation_cache:
         return None
@@ -81,11 +82,8 @@ def enable() -> Path | None:
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     # JAX's defaults keep only programs that compiled for over a second: a CPU run's small programs would be
-    # compiled again in every process (-1: no minimum entry size). Every program kept means a directory that grows:
-    # bounded (LRU) where JAX can lock it
+    # compiled again in every process (-1: no minimum entry size)
     settings = dict(_THRESHOLDS)
-    if _has_filelock():
-        settings["jax_compilation_cache_max_size"] = MAX_BYTES
     for name, value in settings.items():
         if not current:
             _STATE["replaced"][name] = getattr(jax.config, name)
@@ -104,14 +102,6 @@ def disable() -> None:
             jax.config.update(name, value)
         _reset_jax_cache()
     _STATE["dir"], _STATE["replaced"] = None, {}
-
-
-def _has_filelock() -> bool:
-    try:
-        import filelock  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _reset_jax_cache() -> None:
