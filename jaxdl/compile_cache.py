@@ -94,6 +94,12 @@ def enable() -> Path | None:
     return path
 
 
+def enabled() -> bool:
+    """Whether :func:`enable` turned the cache on in this process (library code follows this choice; it never
+    enables the cache in a user's own process by itself)."""
+    return _STATE["dir"] is not None
+
+
 def disable() -> None:
     """Undo :func:`enable` (only what jaxdl set: a user's own cache directory stays)."""
     if _STATE["dir"] is not None and jax.config.jax_compilation_cache_dir == _STATE["dir"]:

@@ -136,11 +136,6 @@ def constrain(tree: Any, mesh: jax.sharding.Mesh | None, spec: PartitionSpec) ->
     return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
 
-def shard_population(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
-    """Place every leaf's leading (member) axis over ``mesh``'s pop axis; a no-op without a mesh."""
-    return place(tree, mesh, PartitionSpec(POP_AXIS))
-
-
 def describe(mesh: jax.sharding.Mesh | None, spec: str = "auto") -> dict[str, Any]:
     """The placement recorded in ``config.json``: the mesh requested and the one resolved."""
     info = {"mesh": spec, "processes": jax.process_count()}

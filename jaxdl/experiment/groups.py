@@ -191,7 +191,8 @@ def run_group(payload: dict[str, Any]) -> dict[str, Any]:
     if _WORKER["signum"] is not None:  # a worker told to stop takes no new group
         return {"group_id": payload["group_id"], "decision": None, "statuses": {},
                 "preempted": signal.Signals(_WORKER["signum"]).name}
-    compile_cache.enable()  # in a worker process too: the fusion probe compiles before training starts
+    if payload.get("compile_cache"):  # the sweep's process uses the cache: so does a worker, before the probe compiles
+        compile_cache.enable()
     _WORKER["in_group"] = True
     try:
         return _run_group(payload)

@@ -142,7 +142,6 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
     """
     from jaxdl.experiment.plan import make_console
 
-    compile_cache.enable()  # the plan's memory estimates and the groups' programs: loaded, not compiled, next time
     if isinstance(spec, (list, tuple)) and all(isinstance(o, str) for o in spec):  # [] too: no overrides
         if overrides is not None and spec:
             raise ConfigError("run_sweep: overrides given twice (positionally and as overrides=)")
@@ -199,7 +198,9 @@ def run_sweep(experiment: str | Path | Config, spec: Spec | dict | list | None =
                                        "group": {"id": g.id, "signature": g.signature, "members": len(g.runs)}})
             index += 1
             items.append({"run_id": r.run_id, "config": config, "run_dir": str(run_dir)})
-        payloads.append({"group_id": g.id, "store": str(store.path), "fuse": fuse, "runs": items, **carry})
+        # worker processes follow this process's choice (the CLI enables the cache; from Python, enable() does)
+        payloads.append({"group_id": g.id, "store": str(store.path), "fuse": fuse, "runs": items,
+                         "compile_cache": compile_cache.enabled(), **carry})
     lost = store.reconcile()  # finished in the database, but the run directory is gone: train again
     if lost:
         console.print(f"{len(lost)} runs recorded as finished have no summary.json any more (run directory "
